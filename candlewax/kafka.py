@@ -1,0 +1,126 @@
+"""Kafka client plumbing shared by every process: client configs, a producer that only calls a
+message "sent" once Kafka's delivery report says so, and back-pressure instead of BufferError.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from candlewax import metrics
+from candlewax.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(
+    bootstrap_servers: str, extra: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Idempotent, acks=all, small linger so Kafka sees batches."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 500_000,
+        "message.timeout.ms": 60_000,
+        "log_level": 3,
+    }
+    conf.update(extra or {})
+    return conf
+
+
+def consumer_config(
+    bootstrap_servers: str, group_id: str, extra: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Manual offsets, EOF events (the reliable "caught up" signal on every broker we test),
+    and a session timeout that keeps group joins fast on Tansu."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6_000,
+        "fetch.min.bytes": 1,
+        "log_level": 3,
+    }
+    conf.update(extra or {})
+    return conf
+
+
+class TrackedProducer:
+    """A confluent-kafka Producer that counts delivery reports per topic and outcome.
+
+    ``send`` never raises BufferError: when librdkafka's queue is full it serves delivery
+    reports until there is room. ``flush`` raises DeliveryError if anything was not confirmed.
+    """
+
+    def __init__(self, bootstrap_servers: str, extra: Mapping[str, str] | None = None) -> None:
+        self._producer = Producer(producer_config(bootstrap_servers, extra))
+        self.delivered = 0
+        self.failed = 0
+        self.last_error: KafkaError | None = None
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        topic = msg.topic() or "?"
+        if err is None:
+            self.delivered += 1
+            metrics.PRODUCED.labels(topic, "ok").inc()
+        else:
+            self.failed += 1
+            self.last_error = err
+            metrics.PRODUCED.labels(topic, "error").inc()
+            if self.failed == 1 or self.failed % 1000 == 0:
+                log.error("delivery to %s failed (%d so far): %s", topic, self.failed, err)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None = None,
+        timestamp_ms: int | None = None,
+        partition: int | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        self._producer.poll(timeout_s)
+
+    def partitions(self, topic: str, timeout_s: float = 10.0) -> list[int]:
+        meta = self._producer.list_topics(topic, timeout=timeout_s)
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise DeliveryError(f"topic {topic!r} does not exist: run `candlewax topics ensure`")
+        return sorted(info.partitions)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        remaining = self._producer.flush(timeout_s)
+        while remaining and time.monotonic() < deadline:
+            remaining = self._producer.flush(max(0.1, deadline - time.monotonic()))
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} messages were not confirmed by Kafka within {timeout_s:.0f} s: "
+                "is the broker reachable?"
+            )
+        if self.failed:
+            raise DeliveryError(
+                f"{self.failed} messages were rejected by Kafka (last error: {self.last_error})"
+            )

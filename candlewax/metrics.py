@@ -1,0 +1,66 @@
+"""Every Prometheus metric candlewax exports, declared once (prometheus_client's default registry,
+which Bytewax's own ``/metrics`` endpoint also serves). Labels come from bounded sets only: venue,
+topic, interval, reason, outcome — never a symbol or a free-form string.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+TRADES_IN = Counter(
+    "candlewax_flow_trades_total", "Valid trades the flow aggregated into bars.", ["venue"]
+)
+MESSAGES_IN = Counter(
+    "candlewax_flow_messages_total", "Kafka messages the flow consumed from trades.", ["partition"]
+)
+PARSE_ERRORS = Counter(
+    "candlewax_parse_errors_total",
+    "Input items rejected and dead-lettered, by stage and reason.",
+    ["stage", "reason"],
+)
+LATE_TRADES = Counter(
+    "candlewax_late_trades_total",
+    "Trades that arrived after their 1m window closed (dead-lettered with reason=late).",
+    ["venue"],
+)
+BARS_EMITTED = Counter("candlewax_bars_emitted_total", "Closed bars emitted.", ["interval"])
+OPEN_WINDOWS = Gauge(
+    "candlewax_open_windows", "Open (not yet closed) bar windows held in flow state.", ["interval"]
+)
+WATERMARK = Gauge(
+    "candlewax_watermark_ms",
+    "Event-time watermark of a trades partition (epoch ms).",
+    ["partition"],
+)
+BAR_CLOSE_LAG = Histogram(
+    "candlewax_bar_close_lag_seconds",
+    "Wall time at emission minus the bar's end (event time): how late bars come out.",
+    ["interval"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
+)
+PRODUCED = Counter(
+    "candlewax_produced_messages_total",
+    "Messages whose delivery Kafka reported, by topic and outcome (ok|error).",
+    ["topic", "outcome"],
+)
+PARQUET_FILES = Counter(
+    "candlewax_parquet_files_written_total", "Parquet files written (atomically).", ["dataset"]
+)
+PARQUET_ROWS = Counter(
+    "candlewax_parquet_rows_written_total", "Rows written to Parquet.", ["dataset"]
+)
+CONNECTOR_TRADES = Counter(
+    "candlewax_connector_trades_total", "Trades a connector published to Kafka.", ["venue"]
+)
+
+
+def serve(host: str, port: int) -> int:
+    """Serve /metrics on host:port (port 0 = any free port); return the port."""
+    server, _thread = start_http_server(port, addr=host)
+    bound = int(server.server_address[1])
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return bound

@@ -1,0 +1,165 @@
+"""One typed Settings object, built once at the entry point from a TOML file, the environment
+(``CANDLEWAX_*``) and command-line flags — in that order of precedence, flags last — then passed
+down. Unknown keys are errors (a typo never passes silently); secrets never print.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from candlewax.errors import ConfigError
+from candlewax.records import INTERVALS
+
+ENV_PREFIX = "CANDLEWAX_"
+_SECRET_HINTS = ("password", "secret", "token", "key")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a candlewax process needs to know. See docs/configuration.md."""
+
+    #: Kafka bootstrap servers; empty means "start the embedded broker" (demo) or an error.
+    bootstrap_servers: str = ""
+    #: Prefix of every topic name (``prod.`` → ``prod.trades``).
+    topic_prefix: str = ""
+    #: Partitions of ``trades`` (and ``bars``/``alerts``) when candlewax creates them.
+    partitions: int = 4
+    replication_factor: int = 1
+    #: ``retention.ms`` of topics candlewax creates; -1 keeps everything (replays, tests).
+    retention_ms: int | None = None
+    #: Where Parquet goes: DATA_DIR/bars/..., DATA_DIR/trades/...
+    data_dir: Path = Path("data")
+    #: Bar intervals; 1m is built from trades, the others are rollups of 1m bars.
+    intervals: tuple[str, ...] = tuple(INTERVALS)
+    #: How far behind the newest event time of its partition a trade may arrive and still count.
+    lateness_ms: int = 2_000
+    #: Most Kafka messages one source poll hands to the flow as one batch.
+    batch_max: int = 10_000
+    #: Consumer group of the flow (offsets are kept by Bytewax recovery, not the group).
+    group_id: str = "candlewax-flow"
+    #: Write the raw trade archive DATA_DIR/trades/... as well as bars.
+    archive_trades: bool = True
+    #: Finite input: at the end of every partition close all windows and exit.
+    exit_when_done: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    #: Extra librdkafka settings (security.protocol, sasl.*...) for every client.
+    kafka: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.partitions < 1:
+            problems.append(f"partitions={self.partitions} must be >= 1")
+        if self.replication_factor < 1:
+            problems.append(f"replication_factor={self.replication_factor} must be >= 1")
+        if self.lateness_ms < 0:
+            problems.append(f"lateness_ms={self.lateness_ms} must be >= 0")
+        if self.batch_max < 1:
+            problems.append(f"batch_max={self.batch_max} must be >= 1")
+        unknown = [i for i in self.intervals if i not in INTERVALS]
+        if unknown:
+            problems.append(f"intervals {unknown} unknown; choose from {', '.join(INTERVALS)}")
+        if "1m" not in self.intervals:
+            problems.append("intervals must include 1m (the others are rolled up from it)")
+        if not 0 <= self.metrics_port < 65536:
+            problems.append(f"metrics_port={self.metrics_port} is not a TCP port")
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(problems))
+
+    def __repr__(self) -> str:
+        shown = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "kafka":
+                value = {
+                    k: ("***" if any(h in k.lower() for h in _SECRET_HINTS) else v)
+                    for k, v in value.items()
+                }
+            shown[f.name] = value
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """File (TOML, table ``[candlewax]`` or top level) < environment < explicit overrides."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            try:
+                doc = tomllib.loads(p.read_text())
+            except FileNotFoundError:
+                raise ConfigError(f"config file {p} does not exist") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+            doc = doc.get("candlewax", doc)
+            values.update(_coerce_all(doc, f"config file {p}"))
+        env = os.environ if env is None else env
+        env_values = {
+            k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
+        }
+        names = {f.name for f in dataclasses.fields(cls)}
+        # The environment also carries variables of other tools; only our field names count.
+        values.update(
+            _coerce_all({k: v for k, v in env_values.items() if k in names}, "environment")
+        )
+        values.update(_coerce_all({k: v for k, v in overrides.items() if v is not None}, "flag"))
+        return cls(**values)
+
+
+def _coerce_all(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown setting {key!r} in {where}; known: {', '.join(sorted(fields))}"
+            )
+        out[key] = _coerce(key, value, fields[key].type, where)
+    return out
+
+
+def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
+    text = str(typ)
+    try:
+        if key == "kafka":
+            if isinstance(value, str):
+                pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+                return {k.strip(): v.strip() for k, v in pairs}
+            return {str(k): str(v) for k, v in dict(value).items()}
+        if key == "intervals":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(i.strip() for i in items if i.strip())
+        if "Path" in text:
+            return Path(value)
+        if "bool" in text:
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{value!r} is not a boolean")
+        if "int" in text:
+            if value in ("", "none", None) and "None" in text:
+                return None
+            return int(value)
+        return str(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"setting {key!r} in {where}: {exc}") from None

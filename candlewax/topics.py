@@ -1,0 +1,53 @@
+"""Topic names and idempotent topic creation (``candlewax topics ensure``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from candlewax.errors import BrokerError
+from candlewax.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRADES, BARS, ALERTS, DEADLETTER = "trades", "bars", "alerts", "deadletter"
+ALL = (TRADES, BARS, ALERTS, DEADLETTER)
+
+
+def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL) -> dict[str, str]:
+    """Create missing topics; existing ones are left as they are. Returns name → created|exists.
+
+    ``trades``, ``bars`` and ``alerts`` get ``settings.partitions`` partitions (all keyed by
+    venue:SYMBOL); ``deadletter`` gets one.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.kafka})
+    config: Mapping[str, str] = {}
+    if settings.retention_ms is not None:
+        config = {"retention.ms": str(settings.retention_ms)}
+    wanted = [
+        NewTopic(
+            settings.topic(name),
+            num_partitions=1 if name == DEADLETTER else settings.partitions,
+            replication_factor=settings.replication_factor,
+            config=dict(config),
+        )
+        for name in names
+    ]
+    result: dict[str, str] = {}
+    for topic, future in admin.create_topics(wanted, request_timeout=15).items():
+        try:
+            future.result(timeout=20)
+            result[topic] = "created"
+            log.info("created topic %s", topic)
+        except Exception as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                result[topic] = "exists"
+            else:
+                raise BrokerError(
+                    f"could not create topic {topic} on {settings.bootstrap_servers}: {exc}"
+                ) from None
+    return result

@@ -1,0 +1,401 @@
+"""Pure bar math: decode a batch of ``trades`` messages, aggregate it, merge it into open windows,
+close windows behind the watermark. No Bytewax, no Kafka: everything here is testable alone.
+
+Exactness: prices and quantities are fixed-point integers (units of 1e-8, see
+``records.to_scaled``) held in Polars Int128 columns, so volume, quote volume (Σ price·qty at 1e-16)
+and the taker-buy sums are exact — no float ever touches them.
+
+One function, :func:`merge`, does all aggregation: a trade is a bar of one trade; 1m bars are
+merges of trades; 5m…1h bars are merges of closed 1m bars. Merging is associative, so a rollup
+equals the bar built directly from the same trades.
+
+Order: the open (close) of a bar is the trade with the smallest (largest) event time, ties broken
+by log order — for Binance that is trade-id order, exactly as its klines.
+
+Time: the watermark of a ``trades`` partition is the newest event time seen in it (trades and
+heartbeats) minus ``lateness_ms``. A window ``[start, end)`` closes once ``end <= watermark``. A
+trade is *late* when its window had closed before it arrived; lateness is decided row by row in
+log order, so the same log gives the same bars whatever the batch boundaries or replay speed.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from candlewax.records import (
+    DECIMALS,
+    INTERVALS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    SCHEMA_VERSION,
+    Heartbeat,
+    Rejected,
+    decode_message,
+    divide_rounded,
+    format_scaled,
+    to_scaled,
+)
+
+#: Columns of a decoded batch, in log order.
+ROW_SCHEMA: dict[str, pl.DataType] = {
+    "hb": pl.Boolean(),
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "id": pl.String(),
+    "p": pl.Int128(),
+    "q": pl.Int128(),
+    "buy": pl.Boolean(),
+    "ts_ms": pl.Int64(),
+    "recv_ms": pl.Int64(),
+    "off": pl.Int64(),
+}
+
+#: Columns of a (partial or closed) bar in the kernel. Amounts are scaled integers:
+#: prices and volumes at 1e-8, quote amounts at 1e-16.
+BAR_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "start_ms": pl.Int64(),
+    "open_ts": pl.Int64(),
+    "open": pl.Int128(),
+    "open_id": pl.String(),
+    "close_ts": pl.Int64(),
+    "close": pl.Int128(),
+    "close_id": pl.String(),
+    "high": pl.Int128(),
+    "low": pl.Int128(),
+    "volume": pl.Int128(),
+    "quote": pl.Int128(),
+    "trades": pl.Int64(),
+    "buy_volume": pl.Int128(),
+    "buy_quote": pl.Int128(),
+}
+KEYS = ["venue", "symbol", "start_ms"]
+
+_JSON_SCHEMA = {
+    "v": pl.Int64,
+    "type": pl.String,
+    "venue": pl.String,
+    "symbol": pl.String,
+    "id": pl.String,
+    "price": pl.String,
+    "qty": pl.String,
+    "side": pl.String,
+    "ts_ms": pl.Int64,
+    "recv_ms": pl.Int64,
+}
+# Canonical forms the fast path accepts without asking records.decode_trade. Anything else (even
+# if valid) sends the whole batch to the exact per-message path.
+_CANON_DECIMAL = r"^[0-9]+(\.[0-9]{1,8}0*)?$"
+_CANON_VENUE = r"^[a-z][a-z0-9-]*$"
+_CANON_SYMBOL = r"^[A-Z0-9._:]*[A-Z][A-Z0-9._:]*$"
+_CANON_ID = r"^[A-Za-z0-9_-]+$"
+
+
+def empty_rows() -> pl.DataFrame:
+    return pl.DataFrame(schema=ROW_SCHEMA)
+
+
+def empty_bars() -> pl.DataFrame:
+    return pl.DataFrame(schema=BAR_SCHEMA)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class Decoded:
+    """A batch of messages decoded: valid rows in log order, and what was rejected.
+
+    ``rejected`` holds (index of the message in the batch, rejection) pairs.
+    """
+
+    rows: pl.DataFrame
+    rejected: list[tuple[int, Rejected]] = field(default_factory=list)
+    fast: bool = True
+
+
+def _fast_decode(values: list[bytes], offsets: list[int]) -> pl.DataFrame | None:
+    """Vectorized decode of a batch of single-object messages, or None if anything is off."""
+    if not values:
+        return empty_rows()
+    try:
+        if any(v is None or v[:1] != b"{" for v in values):
+            return None
+        df = pl.read_ndjson(io.BytesIO(b"\n".join(values)), schema=_JSON_SCHEMA)
+    except Exception:
+        return None
+    if df.height != len(values):  # a message held a newline or several objects
+        return None
+    hb = pl.col("type") == "heartbeat"
+    in_range = pl.col("ts_ms").is_between(MIN_TS_MS, MAX_TS_MS, closed="left")
+    venue_ok = pl.col("venue").str.contains(_CANON_VENUE) & ~pl.col("venue").is_in(
+        ["true", "false"]
+    )
+    trade_ok = (
+        (pl.col("type").is_null() | (pl.col("type") == "trade"))
+        & venue_ok
+        & pl.col("symbol").str.contains(_CANON_SYMBOL)
+        & pl.col("id").str.contains(_CANON_ID)
+        & ~pl.col("id").is_in(["true", "false"])
+        & pl.col("price").str.contains(_CANON_DECIMAL)
+        & pl.col("qty").str.contains(_CANON_DECIMAL)
+        & (pl.col("side").is_null() | pl.col("side").is_in(["buy", "sell"]))
+        & in_range
+        & (
+            pl.col("recv_ms").is_null()
+            | pl.col("recv_ms").is_between(MIN_TS_MS, MAX_TS_MS, closed="left")
+        )
+    )
+    ok = (pl.col("v").is_null() | (pl.col("v") == 1)) & ((hb & venue_ok & in_range) | trade_ok)
+    checked = df.with_columns(
+        ok=ok.fill_null(False), hb=hb.fill_null(False), off=pl.Series(offsets, dtype=pl.Int64)
+    )
+    if not checked["ok"].all():
+        return None
+    decimal = pl.Decimal(38, 8)
+    rows = checked.select(
+        "hb",
+        "venue",
+        "symbol",
+        "id",
+        p=pl.col("price").cast(decimal).to_physical(),
+        q=pl.col("qty").cast(decimal).to_physical(),
+        buy=pl.col("side") == "buy",
+        ts_ms="ts_ms",
+        recv_ms="recv_ms",
+        off="off",
+    )
+    # Zero after scaling ("0.00000000") is not a price: let the exact path say so.
+    trades = rows.filter(~pl.col("hb"))
+    if trades.height and (trades["p"].min() <= 0 or trades["q"].min() <= 0):  # type: ignore[operator]
+        return None
+    return rows.with_columns(p=pl.col("p").cast(pl.Int128), q=pl.col("q").cast(pl.Int128))
+
+
+def _slow_decode(values: list[bytes], offsets: list[int]) -> Decoded:
+    """Message by message through records.decode_message: the authority on validity."""
+    cols: dict[str, list] = {name: [] for name in ROW_SCHEMA}
+    rejected: list[tuple[int, Rejected]] = []
+    for index, (value, offset) in enumerate(zip(values, offsets, strict=True)):
+        good, bad = decode_message(value)
+        rejected.extend((index, r) for r in bad)
+        for rec in good:
+            if isinstance(rec, Heartbeat):
+                row = (True, rec.venue, None, None, None, None, None, rec.ts_ms, None, offset)
+            else:
+                row = (
+                    False,
+                    rec.venue,
+                    rec.symbol,
+                    rec.id,
+                    to_scaled(rec.price),
+                    to_scaled(rec.qty),
+                    None if rec.side is None else rec.side == "buy",
+                    rec.ts_ms,
+                    rec.recv_ms,
+                    offset,
+                )
+            for name, item in zip(ROW_SCHEMA, row, strict=True):
+                cols[name].append(item)
+    return Decoded(pl.DataFrame(cols, schema=ROW_SCHEMA), rejected, fast=False)
+
+
+def decode_batch(values: list[bytes], offsets: list[int] | None = None) -> Decoded:
+    """Decode Kafka message values (JSON objects or arrays of them) into kernel rows.
+
+    ``offsets`` (default 0..n-1) are the messages' Kafka offsets, kept per row as ``off``.
+    """
+    if offsets is None:
+        offsets = list(range(len(values)))
+    rows = _fast_decode(values, offsets)
+    if rows is not None:
+        return Decoded(rows)
+    return _slow_decode(values, offsets)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def trades_as_bars(rows: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
+    """Each trade row as a bar of one trade (heartbeat rows must be filtered out before)."""
+    quote = pl.col("p") * pl.col("q")
+    zero = pl.lit(0, dtype=pl.Int128)
+    return rows.select(
+        "venue",
+        "symbol",
+        start_ms=pl.col("ts_ms") - pl.col("ts_ms") % interval_ms,
+        open_ts="ts_ms",
+        open="p",
+        open_id="id",
+        close_ts="ts_ms",
+        close="p",
+        close_id="id",
+        high="p",
+        low="p",
+        volume="q",
+        quote=quote,
+        trades=pl.lit(1, dtype=pl.Int64),
+        buy_volume=pl.when("buy").then("q").otherwise(zero),
+        buy_quote=pl.when("buy").then(quote).otherwise(zero),
+    )
+
+
+def merge(bars: pl.DataFrame, interval_ms: int | None = None) -> pl.DataFrame:
+    """Merge bars that fall in the same (venue, symbol, window). Rows must be in log order.
+
+    With ``interval_ms``, ``start_ms`` is first floored to that interval (rollups).
+    """
+    if interval_ms is not None:
+        bars = bars.with_columns(start_ms=pl.col("start_ms") - pl.col("start_ms") % interval_ms)
+
+    def first(name: str) -> pl.Expr:  # smallest open_ts, ties: earliest in log order
+        return pl.col(name).sort_by("open_ts", maintain_order=True).first()
+
+    def last(name: str) -> pl.Expr:  # largest close_ts, ties: latest in log order
+        return pl.col(name).sort_by("close_ts", maintain_order=True).last()
+
+    return bars.group_by(KEYS, maintain_order=True).agg(
+        open_ts=pl.col("open_ts").min(),
+        open=first("open"),
+        open_id=first("open_id"),
+        close_ts=pl.col("close_ts").max(),
+        close=last("close"),
+        close_id=last("close_id"),
+        high=pl.col("high").max(),
+        low=pl.col("low").min(),
+        volume=pl.col("volume").sum(),
+        quote=pl.col("quote").sum(),
+        trades=pl.col("trades").sum(),
+        buy_volume=pl.col("buy_volume").sum(),
+        buy_quote=pl.col("buy_quote").sum(),
+    )
+
+
+@dataclass
+class StepResult:
+    """What one batch produced: closed bars per interval, and the late trades (as row frames)."""
+
+    closed: dict[str, pl.DataFrame]
+    late: pl.DataFrame
+    trades: int
+
+
+@dataclass
+class BarState:
+    """Open windows of one ``trades`` partition, per interval, and its event-time high mark.
+
+    Memory is bounded by symbols × open windows: trades are folded into partial bars as they
+    come, never kept.
+    """
+
+    intervals: tuple[str, ...] = tuple(INTERVALS)
+    lateness_ms: int = 2_000
+    max_ts_ms: int | None = None
+    open: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: Earliest end of any open window: nothing can close before the watermark reaches it.
+    next_due_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        # 1m first: rollups are fed by the 1m bars that close in the same step.
+        self.intervals = tuple(sorted(self.intervals, key=INTERVALS.__getitem__))
+        for name in self.intervals:
+            self.open.setdefault(name, empty_bars())
+
+    @property
+    def watermark_ms(self) -> int | None:
+        return None if self.max_ts_ms is None else self.max_ts_ms - self.lateness_ms
+
+    def step(self, rows: pl.DataFrame) -> StepResult:
+        """Fold one decoded batch (log order) in; close what the watermark has passed."""
+        minute = INTERVALS["1m"]
+        prev = self.max_ts_ms if self.max_ts_ms is not None else -(2**62)
+        if rows.height:
+            # Newest event time seen *before* each row, in log order (trades and heartbeats).
+            seen_before = rows["ts_ms"].cum_max().shift(1, fill_value=prev).clip(lower_bound=prev)
+            rows = rows.with_columns(seen_before=seen_before)
+            trades = rows.filter(~pl.col("hb"))
+            end = pl.col("ts_ms") - pl.col("ts_ms") % minute + minute
+            is_late = end + self.lateness_ms <= pl.col("seen_before")
+            late = trades.filter(is_late).drop("seen_before")
+            on_time = trades.filter(~is_late)
+            batch_max = int(rows["ts_ms"].max())  # type: ignore[arg-type]
+            self.max_ts_ms = max(prev, batch_max) if self.max_ts_ms is not None else batch_max
+            if on_time.height:
+                fresh = merge(trades_as_bars(on_time, minute))
+                self.open["1m"] = merge(pl.concat([self.open["1m"], fresh]))
+                first_end = int(fresh["start_ms"].min()) + minute  # type: ignore[arg-type]
+                if self.next_due_ms is None or first_end < self.next_due_ms:
+                    self.next_due_ms = first_end
+        else:
+            late, on_time = empty_rows(), empty_rows()
+        watermark = self.watermark_ms
+        if self.next_due_ms is None or watermark is None or watermark < self.next_due_ms:
+            return StepResult({}, late, on_time.height)
+        return StepResult(self._close(watermark), late, on_time.height)
+
+    def flush(self) -> dict[str, pl.DataFrame]:
+        """End of input: close every open window."""
+        return self._close(None)
+
+    def _close(self, watermark_ms: int | None) -> dict[str, pl.DataFrame]:
+        closed: dict[str, pl.DataFrame] = {}
+        for name in self.intervals:
+            frame = self.open[name]
+            if name != "1m" and closed.get("1m") is not None and closed["1m"].height:
+                frame = merge(pl.concat([frame, closed["1m"]]), INTERVALS[name])
+            if watermark_ms is None:
+                done, frame = frame, empty_bars()
+            else:
+                due = pl.col("start_ms") + INTERVALS[name] <= watermark_ms
+                done, frame = frame.filter(due), frame.filter(~due)
+            self.open[name] = frame
+            closed[name] = done.sort(KEYS)
+        ends = [
+            int(frame["start_ms"].min()) + INTERVALS[name]  # type: ignore[arg-type]
+            for name, frame in self.open.items()
+            if frame.height
+        ]
+        self.next_due_ms = min(ends) if ends else None
+        return closed
+
+    def open_windows(self) -> dict[str, int]:
+        return {name: frame.height for name, frame in self.open.items()}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def to_records(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
+    """Closed kernel bars → wire-format Bar dicts (records.BAR_FIELDS), exact decimal strings."""
+    length = INTERVALS[interval]
+    out: list[dict[str, object]] = []
+    for row in bars.iter_rows(named=True):
+        volume, quote = row["volume"], row["quote"]
+        out.append(
+            {
+                "v": SCHEMA_VERSION,
+                "venue": row["venue"],
+                "symbol": row["symbol"],
+                "interval": interval,
+                "start_ms": row["start_ms"],
+                "end_ms": row["start_ms"] + length,
+                "open": format_scaled(row["open"]),
+                "high": format_scaled(row["high"]),
+                "low": format_scaled(row["low"]),
+                "close": format_scaled(row["close"]),
+                "volume": format_scaled(volume),
+                "quote_volume": format_scaled(quote, 2 * DECIMALS),
+                # quote (1e-16) / volume (1e-8) = price at 1e-8, rounded half-even.
+                "vwap": format_scaled(divide_rounded(quote, volume)),
+                "trades": row["trades"],
+                "buy_volume": format_scaled(row["buy_volume"]),
+                "buy_quote_volume": format_scaled(row["buy_quote"], 2 * DECIMALS),
+                "first_id": row["open_id"],
+                "last_id": row["close_id"],
+            }
+        )
+    return out

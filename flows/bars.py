@@ -1,0 +1,363 @@
+"""The bars dataflow: ``trades`` → exact event-time 1m bars and 5m…1h rollups → ``bars`` topic and
+Parquet, invalid and late input → ``deadletter``.
+
+Run it with ``candlewax flow`` (which runs ``python -m bytewax.run "flows.bars:build()"``).
+
+Shape::
+
+    trades_in (one item = one Kafka poll of one partition, keyed by partition)
+      └─ bars (stateful_map per partition: decode batch → fold into open windows → close behind
+         │     the partition's event-time watermark; see flows/barmath.py)
+         ├─ kafka_out   bars + dead letters, confirmed by Kafka before the batch counts as written
+         └─ parquet_out one file per (partition, interval, window) + trade archive blocks
+
+A stream item is a batch of messages, never a trade: Bytewax costs ~4-5 µs per item.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import polars as pl
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from candlewax import metrics
+from candlewax.broker import wait_for_broker
+from candlewax.errors import BrokerError
+from candlewax.kafka import consumer_config
+from candlewax.records import INTERVALS, DeadLetter, format_scaled
+from candlewax.settings import Settings
+from candlewax.topics import BARS, DEADLETTER, TRADES
+from flows.barmath import BarState, decode_batch, to_records
+from sinks.kafka import KafkaOutput, KafkaRecord
+from sinks.parquet import write_bar_window, write_trade_block
+
+log = logging.getLogger(__name__)
+
+#: Trade archive files hold this many Kafka offsets of one partition.
+ARCHIVE_BLOCK = 100_000
+
+
+# --------------------------------------------------------------------------- source
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One poll's worth of messages from one ``trades`` partition, in offset order.
+
+    ``final`` marks the end of finite input (``exit_when_done``): close every window after it.
+    """
+
+    partition: int
+    values: list[bytes]
+    offsets: list[int]
+    final: bool = False
+
+
+class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
+    def __init__(self, settings: Settings, partition: int, next_offset: int | None) -> None:
+        self._topic = settings.topic(TRADES)
+        self._partition = partition
+        self._batch_max = settings.batch_max
+        self._exit_when_done = settings.exit_when_done
+        self._next_offset = next_offset
+        self._done = False
+        conf = consumer_config(settings.bootstrap_servers, settings.group_id, settings.kafka)
+        self._consumer = Consumer(conf)
+        start = OFFSET_BEGINNING if next_offset is None else next_offset
+        self._consumer.assign([TopicPartition(self._topic, partition, start)])
+
+    def next_batch(self) -> list[tuple[str, Batch]]:
+        if self._done:
+            raise StopIteration
+        values: list[bytes] = []
+        offsets: list[int] = []
+        at_end = False
+        for msg in self._consumer.consume(self._batch_max, 0.01):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_end = True
+                    continue
+                if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise BrokerError(
+                        f"reading {self._topic}[{self._partition}] failed: {err.str()} — "
+                        "does the topic exist (`candlewax topics ensure`)?"
+                    )
+                log.warning("consumer error on %s[%d]: %s", self._topic, self._partition, err)
+                continue
+            values.append(msg.value())  # type: ignore[arg-type]
+            offsets.append(msg.offset())  # type: ignore[arg-type]
+            at_end = False
+        if offsets:
+            self._next_offset = offsets[-1] + 1
+            metrics.MESSAGES_IN.labels(str(self._partition)).inc(len(offsets))
+        final = at_end and self._exit_when_done
+        if final:
+            self._done = True
+            log.info(
+                "%s[%d]: end of input at offset %s", self._topic, self._partition, self._next_offset
+            )
+        if not offsets and not final:
+            return []
+        return [(str(self._partition), Batch(self._partition, values, offsets, final))]
+
+    def snapshot(self) -> int:
+        return self._next_offset if self._next_offset is not None else OFFSET_BEGINNING
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
+    """Every partition of ``trades``; resume state is the next offset to read."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def list_parts(self) -> list[str]:
+        topic = self.settings.topic(TRADES)
+        conf = consumer_config(
+            self.settings.bootstrap_servers, self.settings.group_id, self.settings.kafka
+        )
+        consumer = Consumer(conf)
+        try:
+            meta = consumer.list_topics(topic, timeout=10)
+        finally:
+            consumer.close()
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise BrokerError(
+                f"topic {topic} does not exist on {self.settings.bootstrap_servers}: "
+                "run `candlewax topics ensure`"
+            )
+        return [str(p) for p in sorted(info.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _TradesPartition:
+        if resume_state is not None and resume_state < 0:
+            resume_state = None
+        return _TradesPartition(self.settings, int(for_part), resume_state)
+
+
+# --------------------------------------------------------------------------- the stateful step
+
+
+@dataclass
+class BarWindowFile:
+    partition: int
+    interval: str
+    start_ms: int
+    bars: list[dict[str, Any]]
+
+
+@dataclass
+class TradeBlockFile:
+    partition: int
+    block_start: int
+    last_offset: int
+    rows: pl.DataFrame
+
+
+@dataclass
+class StepOutput:
+    records: list[KafkaRecord] = field(default_factory=list)
+    files: list[BarWindowFile | TradeBlockFile] = field(default_factory=list)
+
+
+@dataclass
+class PartitionState:
+    """Everything one ``trades`` partition needs across batches (and across restarts)."""
+
+    bars: BarState
+    archive: pl.DataFrame | None = None
+    #: Last offset consumed: names the archive's last, partial block deterministically.
+    last_offset: int = -1
+
+
+class BarStep:
+    """The mapper of the ``bars`` stateful_map: pure apart from metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.intervals = settings.intervals
+        self.lateness_ms = settings.lateness_ms
+        self.archive = settings.archive_trades
+        self.trades_topic = settings.topic(TRADES)
+        self.bars_topic = settings.topic(BARS)
+        self.deadletter_topic = settings.topic(DEADLETTER)
+
+    def __call__(
+        self, state: PartitionState | None, batch: Batch
+    ) -> tuple[PartitionState, StepOutput]:
+        if state is None:
+            state = PartitionState(BarState(self.intervals, self.lateness_ms))
+        if batch.offsets:
+            state.last_offset = batch.offsets[-1]
+        out = StepOutput()
+        decoded = decode_batch(batch.values, batch.offsets)
+        for index, rejected in decoded.rejected:
+            metrics.PARSE_ERRORS.labels("flow", rejected.reason).inc()
+            self._dead(
+                out, batch, rejected.reason, rejected.detail, rejected.raw, batch.offsets[index]
+            )
+        result = state.bars.step(decoded.rows)
+        if result.trades:
+            for venue, count in _venue_counts(decoded.rows):
+                metrics.TRADES_IN.labels(venue).inc(count)
+        for row in result.late.iter_rows(named=True):
+            metrics.LATE_TRADES.labels(row["venue"]).inc()
+            self._dead(
+                out, batch, "late", _late_detail(row, state.bars), _row_json(row), row["off"]
+            )
+        closed = result.closed
+        if batch.final:
+            flushed = state.bars.flush()
+            closed = {
+                k: pl.concat([closed[k], v]) if k in closed else v for k, v in flushed.items()
+            }
+        self._emit_bars(out, batch.partition, closed)
+        if self.archive:
+            self._archive(state, out, batch, decoded.rows)
+        if state.bars.watermark_ms is not None:
+            metrics.WATERMARK.labels(str(batch.partition)).set(state.bars.watermark_ms)
+        return state, out
+
+    def _dead(
+        self, out: StepOutput, batch: Batch, reason: str, detail: str, raw: bytes, offset: int
+    ) -> None:
+        source = {"topic": self.trades_topic, "partition": batch.partition, "offset": offset}
+        letter = DeadLetter(reason, detail, raw, source)
+        out.records.append(KafkaRecord(self.deadletter_topic, None, letter.encode()))
+
+    def _emit_bars(self, out: StepOutput, partition: int, closed: dict[str, pl.DataFrame]) -> None:
+        now = time.time()
+        for interval, frame in closed.items():
+            if not frame.height:
+                continue
+            records = to_records(frame, interval)
+            metrics.BARS_EMITTED.labels(interval).inc(len(records))
+            by_window: dict[int, list[dict[str, Any]]] = {}
+            for bar in records:
+                key = f"{bar['venue']}:{bar['symbol']}".encode()
+                out.records.append(
+                    KafkaRecord(self.bars_topic, key, orjson.dumps(bar), bar["end_ms"] - 1)  # type: ignore[operator]
+                )
+                by_window.setdefault(bar["start_ms"], []).append(bar)  # type: ignore[arg-type]
+            for start_ms, bars in by_window.items():
+                metrics.BAR_CLOSE_LAG.labels(interval).observe(
+                    max(0.0, now - (start_ms + INTERVALS[interval]) / 1000)
+                )
+                out.files.append(BarWindowFile(partition, interval, start_ms, bars))
+
+    def _archive(
+        self, state: PartitionState, out: StepOutput, batch: Batch, rows: pl.DataFrame
+    ) -> None:
+        trades = rows.filter(~pl.col("hb"))
+        pending = trades if state.archive is None else pl.concat([state.archive, trades])
+        complete_below = (state.last_offset + 1) // ARCHIVE_BLOCK * ARCHIVE_BLOCK
+        done = pending.filter(pl.col("off") < complete_below)
+        pending = pending.filter(pl.col("off") >= complete_below)
+        for (block,), part in done.group_by(pl.col("off") // ARCHIVE_BLOCK, maintain_order=True):
+            start = int(block) * ARCHIVE_BLOCK  # type: ignore[arg-type]
+            out.files.append(
+                TradeBlockFile(batch.partition, start, start + ARCHIVE_BLOCK - 1, part)
+            )
+        if batch.final and pending.height:
+            last = state.last_offset
+            for (block,), part in pending.group_by(
+                pl.col("off") // ARCHIVE_BLOCK, maintain_order=True
+            ):
+                start = int(block) * ARCHIVE_BLOCK  # type: ignore[arg-type]
+                end = min(last, start + ARCHIVE_BLOCK - 1)
+                out.files.append(TradeBlockFile(batch.partition, start, end, part))
+            pending = pending.clear()
+        state.archive = pending
+
+
+def _venue_counts(rows: pl.DataFrame) -> list[tuple[str, int]]:
+    counts = rows.filter(~pl.col("hb")).group_by("venue").len()
+    return list(counts.iter_rows())
+
+
+def _row_json(row: dict[str, Any]) -> bytes:
+    side = None if row["buy"] is None else ("buy" if row["buy"] else "sell")
+    return orjson.dumps(
+        {
+            "v": 1,
+            "venue": row["venue"],
+            "symbol": row["symbol"],
+            "id": row["id"],
+            "price": format_scaled(row["p"]),
+            "qty": format_scaled(row["q"]),
+            "side": side,
+            "ts_ms": row["ts_ms"],
+            "recv_ms": row["recv_ms"],
+        }
+    )
+
+
+def _late_detail(row: dict[str, Any], bars: BarState) -> str:
+    start = row["ts_ms"] - row["ts_ms"] % INTERVALS["1m"]
+    return f"1m window {start} closed before this trade arrived (watermark {bars.watermark_ms})"
+
+
+# --------------------------------------------------------------------------- parquet sink
+
+
+class _ParquetPartition(StatelessSinkPartition[BarWindowFile | TradeBlockFile]):
+    def __init__(self, settings: Settings) -> None:
+        self.data_dir = settings.data_dir
+
+    def write_batch(self, items: list[BarWindowFile | TradeBlockFile]) -> None:
+        for item in items:
+            if isinstance(item, BarWindowFile):
+                write_bar_window(
+                    self.data_dir, item.interval, item.partition, item.start_ms, item.bars
+                )
+            else:
+                write_trade_block(
+                    self.data_dir, item.partition, item.block_start, item.last_offset, item.rows
+                )
+
+
+class ParquetOutput(DynamicSink[BarWindowFile | TradeBlockFile]):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ParquetPartition:
+        return _ParquetPartition(self.settings)
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def build_flow(settings: Settings) -> Dataflow:
+    """The dataflow for ``settings`` (pure wiring; checks nothing)."""
+    flow = Dataflow("candlewax_bars")
+    batches = op.input("trades_in", flow, TradesSource(settings))
+    keyed_out = op.stateful_map("bars", batches, BarStep(settings))
+    outputs = op.map("unkey", keyed_out, lambda kv: kv[1])
+    records = op.flat_map("records", outputs, lambda o: o.records)
+    op.output("kafka_out", records, KafkaOutput(settings.bootstrap_servers, settings.kafka))
+    files = op.flat_map("files", outputs, lambda o: o.files)
+    op.output("parquet_out", files, ParquetOutput(settings))
+    return flow
+
+
+def build() -> Dataflow:
+    """Entry point of ``python -m bytewax.run "flows.bars:build()"``: settings from the
+    environment (``CANDLEWAX_*``, optional file in ``CANDLEWAX_CONFIG``), broker checked first."""
+    import os
+
+    settings = Settings.load(os.environ.get("CANDLEWAX_CONFIG") or None)
+    if not settings.bootstrap_servers:
+        raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")
+    wait_for_broker(settings.bootstrap_servers)
+    return build_flow(settings)

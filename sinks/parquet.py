@@ -1,0 +1,182 @@
+"""Parquet output: closed bars and the raw trade archive, in a hive layout any engine can read.
+
+```
+DATA_DIR/bars/interval=1m/date=2024-08-08/part-000-1723161240000.parquet
+DATA_DIR/trades/venue=binance/date=2024-08-08/part-000-000000000000-000000099999.parquet
+```
+
+Every file name is deterministic — bars by (trades partition, window start), trades by (partition,
+offset block) — and every write goes temp file → fsync → ``os.replace`` → fsync of the directory,
+so a crash never leaves a partial file visible and re-running the same input rewrites the same
+files with the same rows instead of adding duplicates.
+
+Decimal columns are exact: prices, volumes and VWAP are DECIMAL(38,8), quote amounts
+DECIMAL(38,16) (Σ price·qty keeps all its digits).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from candlewax import metrics
+
+log = logging.getLogger(__name__)
+
+PRICE = pl.Decimal(38, 8)
+QUOTE = pl.Decimal(38, 16)
+
+BAR_PARQUET_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "interval": pl.String(),
+    "start_ms": pl.Int64(),
+    "end_ms": pl.Int64(),
+    "open": PRICE,
+    "high": PRICE,
+    "low": PRICE,
+    "close": PRICE,
+    "volume": PRICE,
+    "quote_volume": QUOTE,
+    "vwap": PRICE,
+    "trades": pl.Int64(),
+    "buy_volume": PRICE,
+    "buy_quote_volume": QUOTE,
+    "first_id": pl.String(),
+    "last_id": pl.String(),
+}
+_DECIMAL_COLUMNS = [k for k, v in BAR_PARQUET_SCHEMA.items() if isinstance(v, pl.Decimal)]
+
+
+def utc_date(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def bars_frame(bars: Sequence[dict[str, object]]) -> pl.DataFrame:
+    """Wire-format bar dicts (decimal strings) → a typed frame with exact DECIMAL columns."""
+    frame = pl.DataFrame(
+        bars,
+        schema={
+            k: (pl.String() if k in _DECIMAL_COLUMNS else v) for k, v in BAR_PARQUET_SCHEMA.items()
+        },
+        orient="row" if bars and not isinstance(bars[0], dict) else None,
+    )
+    return frame.with_columns(
+        [pl.col(name).cast(BAR_PARQUET_SCHEMA[name], strict=True) for name in _DECIMAL_COLUMNS]
+    )
+
+
+def bar_path(data_dir: Path, interval: str, partition: int, start_ms: int) -> Path:
+    return (
+        data_dir
+        / "bars"
+        / f"interval={interval}"
+        / f"date={utc_date(start_ms)}"
+        / f"part-{partition:03d}-{start_ms}.parquet"
+    )
+
+
+def write_bar_window(
+    data_dir: Path, interval: str, partition: int, start_ms: int, bars: Sequence[dict[str, object]]
+) -> Path:
+    """All bars of one window of one trades partition → one file, rows sorted by venue, symbol."""
+    path = bar_path(data_dir, interval, partition, start_ms)
+    frame = bars_frame(bars).sort("venue", "symbol")
+    write_atomic(frame, path)
+    metrics.PARQUET_FILES.labels("bars").inc()
+    metrics.PARQUET_ROWS.labels("bars").inc(frame.height)
+    return path
+
+
+# --------------------------------------------------------------------------- trade archive
+
+TRADE_PARQUET_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "id": pl.String(),
+    "price": PRICE,
+    "qty": PRICE,
+    "side": pl.String(),
+    "ts_ms": pl.Int64(),
+    "recv_ms": pl.Int64(),
+    "partition": pl.Int32(),
+    "offset": pl.Int64(),
+}
+
+
+def archive_frame(rows: pl.DataFrame, partition: int) -> pl.DataFrame:
+    """Kernel rows (scaled integers, see flows/barmath.py ROW_SCHEMA) → archive columns."""
+    return rows.select(
+        "venue",
+        "symbol",
+        "id",
+        price=pl.col("p").cast(pl.Decimal(38, 0)).cast(PRICE) / 10**8,
+        qty=pl.col("q").cast(pl.Decimal(38, 0)).cast(PRICE) / 10**8,
+        side=pl.when(pl.col("buy").is_null())
+        .then(None)
+        .when("buy")
+        .then(pl.lit("buy"))
+        .otherwise(pl.lit("sell")),
+        ts_ms="ts_ms",
+        recv_ms="recv_ms",
+        partition=pl.lit(partition, dtype=pl.Int32),
+        offset="off",
+    ).cast(TRADE_PARQUET_SCHEMA)  # type: ignore[arg-type]
+
+
+def write_trade_block(
+    data_dir: Path, partition: int, block_start: int, last_offset: int, rows: pl.DataFrame
+) -> list[Path]:
+    """Archive the trades of one offset block of one partition, one file per (venue, date).
+
+    A block that ends early (end of input) is named by its last offset; when the full block is
+    written later, those partial files are removed, so the archive never holds a trade twice.
+    """
+    root = data_dir / "trades"
+    name = f"part-{partition:03d}-{block_start:012d}-{last_offset:012d}.parquet"
+    frame = archive_frame(rows, partition).with_columns(
+        _date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d")
+    )
+    written: list[Path] = []
+    for (venue, date), part in frame.group_by(["venue", "_date"], maintain_order=True):
+        path = root / f"venue={venue}" / f"date={date}" / name
+        write_atomic(part.drop("_date").sort("offset"), path)
+        written.append(path)
+        metrics.PARQUET_ROWS.labels("trades").inc(part.height)
+    metrics.PARQUET_FILES.labels("trades").inc(len(written))
+    keep = set(written)
+    for stale in _block_files(root, partition, block_start):
+        if stale not in keep:
+            stale.unlink(missing_ok=True)
+    return written
+
+
+def _block_files(root: Path, partition: int, block_start: int) -> Iterable[Path]:
+    return root.glob(f"venue=*/date=*/part-{partition:03d}-{block_start:012d}-*.parquet")
