@@ -56,6 +56,7 @@ REASONS = (
     "bad_type",
     "bad_decimal",
     "non_positive",
+    "out_of_range",
     "precision",
     "bad_side",
     "bad_timestamp",
@@ -64,6 +65,11 @@ REASONS = (
 )
 
 _DECIMAL_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+
+#: Bounds that keep the kernel's Int128 arithmetic far from overflow: a price or quantity is
+#: below 1e14 and one trade's notional (price × qty) below 1e22 — beyond any real market.
+MAX_VALUE = 10**14
+MAX_NOTIONAL = 10**22
 _SYMBOL_STRIP = str.maketrans("", "", "-_/ ")
 
 
@@ -126,14 +132,20 @@ def _decimal_field(obj: dict[str, Any], name: str) -> str:
     if isinstance(raw, bool):
         raise ParseError("bad_type", f"{name} is a boolean")
     if isinstance(raw, int):
+        if abs(raw) >= MAX_VALUE:
+            raise ParseError("out_of_range", f"{name}={raw} is >= {MAX_VALUE:.0e}")
         text = str(raw)
     elif isinstance(raw, float):
         if not math.isfinite(raw):
             raise ParseError("bad_decimal", f"{name}={raw!r} is not finite")
+        if abs(raw) >= MAX_VALUE:
+            raise ParseError("out_of_range", f"{name}={raw!r} is >= {MAX_VALUE:.0e}")
         text = format(Decimal(repr(raw)), "f")
     elif isinstance(raw, str):
         text = raw
         if not _DECIMAL_RE.match(text):
+            if len(text) > 64:
+                raise ParseError("bad_decimal", f"{name}={raw[:40]!r}... is {len(text)} characters")
             try:
                 dec = Decimal(text.strip())
             except InvalidOperation:
@@ -142,11 +154,17 @@ def _decimal_field(obj: dict[str, Any], name: str) -> str:
                 raise ParseError("bad_decimal", f"{name}={raw[:40]!r} is not finite")
             if dec <= 0:
                 raise ParseError("non_positive", f"{name}={raw[:40]!r}")
+            if dec >= MAX_VALUE:
+                raise ParseError("out_of_range", f"{name}={raw[:40]!r} is >= {MAX_VALUE:.0e}")
+            if dec.adjusted() < -DECIMALS:
+                raise ParseError("precision", f"{name}={raw[:40]!r} is below 1e-{DECIMALS}")
             text = format(dec, "f")
     else:
         raise ParseError("bad_type", f"{name} is a {type(raw).__name__}")
     if text.startswith("-"):
         raise ParseError("non_positive", f"{name}={text}")
+    if len(text.partition(".")[0].lstrip("0")) > len(str(MAX_VALUE)) - 1:
+        raise ParseError("out_of_range", f"{name}={text[:40]} is >= {MAX_VALUE:.0e}")
     if to_scaled(text) <= 0:
         raise ParseError("non_positive", f"{name}={text}")
     return text
@@ -242,10 +260,10 @@ def decode_trade(obj: Any) -> Trade | Heartbeat:
     """
     if not isinstance(obj, dict):
         raise ParseError("not_object", f"got {type(obj).__name__}")
-    v = obj.get("v", SCHEMA_VERSION)
-    if v != SCHEMA_VERSION:
+    v = obj.get("v")  # absent or null: the current version
+    if v is not None and v != SCHEMA_VERSION:
         raise ParseError("schema_version", f"v={v!r}, this reader understands v={SCHEMA_VERSION}")
-    kind = obj.get("type", "trade")
+    kind = obj.get("type") or "trade"  # absent, null or "": a trade
     if kind == "heartbeat":
         return Heartbeat(
             venue=normalize_venue(_str_field(obj, "venue")), ts_ms=_ts_field(obj, "ts_ms")
@@ -262,12 +280,16 @@ def decode_trade(obj: Any) -> Trade | Heartbeat:
     side = obj.get("side")
     if side is not None and side not in SIDES:
         raise ParseError("bad_side", f"side={str(side)[:20]!r}, expected buy, sell or null")
+    price = _decimal_field(obj, "price")
+    qty = _decimal_field(obj, "qty")
+    if to_scaled(price) * to_scaled(qty) >= MAX_NOTIONAL * SCALE * SCALE:
+        raise ParseError("out_of_range", f"price × qty = {price} × {qty} is >= {MAX_NOTIONAL:.0e}")
     return Trade(
         venue=venue,
         symbol=symbol,
         id=str(raw_id),
-        price=_decimal_field(obj, "price"),
-        qty=_decimal_field(obj, "qty"),
+        price=price,
+        qty=qty,
         side=side,
         ts_ms=_ts_field(obj, "ts_ms"),  # type: ignore[arg-type]
         recv_ms=_ts_field(obj, "recv_ms", required=False),

@@ -28,8 +28,10 @@ import polars as pl
 from candlewax.records import (
     DECIMALS,
     INTERVALS,
+    MAX_NOTIONAL,
     MAX_TS_MS,
     MIN_TS_MS,
+    SCALE,
     SCHEMA_VERSION,
     Heartbeat,
     Rejected,
@@ -89,7 +91,7 @@ _JSON_SCHEMA = {
 }
 # Canonical forms the fast path accepts without asking records.decode_trade. Anything else (even
 # if valid) sends the whole batch to the exact per-message path.
-_CANON_DECIMAL = r"^[0-9]+(\.[0-9]{1,8}0*)?$"
+_CANON_DECIMAL = r"^[1-9][0-9]{0,13}(\.[0-9]{1,8}0*)?$|^0(\.[0-9]{1,8}0*)?$"
 _CANON_VENUE = r"^[a-z][a-z0-9-]*$"
 _CANON_SYMBOL = r"^[A-Z0-9._:]*[A-Z][A-Z0-9._:]*$"
 _CANON_ID = r"^[A-Za-z0-9_-]+$"
@@ -157,22 +159,31 @@ def _fast_decode(values: list[bytes], offsets: list[int]) -> pl.DataFrame | None
     if not checked["ok"].all():
         return None
     decimal = pl.Decimal(38, 8)
+
+    def trade_only(name: str) -> pl.Expr:  # heartbeats carry no trade fields, whatever they hold
+        return pl.when(pl.col("hb")).then(None).otherwise(pl.col(name))
+
     rows = checked.select(
         "hb",
         "venue",
-        "symbol",
-        "id",
-        p=pl.col("price").cast(decimal).to_physical(),
-        q=pl.col("qty").cast(decimal).to_physical(),
-        buy=pl.col("side") == "buy",
+        symbol=trade_only("symbol"),
+        id=trade_only("id"),
+        p=trade_only("price").cast(decimal).to_physical(),
+        q=trade_only("qty").cast(decimal).to_physical(),
+        buy=trade_only("side") == "buy",
         ts_ms="ts_ms",
-        recv_ms="recv_ms",
+        recv_ms=trade_only("recv_ms"),
         off="off",
     )
     # Zero after scaling ("0.00000000") is not a price: let the exact path say so.
     trades = rows.filter(~pl.col("hb"))
-    if trades.height and (trades["p"].min() <= 0 or trades["q"].min() <= 0):  # type: ignore[operator]
-        return None
+    if trades.height:
+        if trades["p"].min() <= 0 or trades["q"].min() <= 0:  # type: ignore[operator]
+            return None
+        # Notional bound (records.MAX_NOTIONAL), with a margin: near it, the exact path decides.
+        notional = trades["p"].cast(pl.Float64) * trades["q"].cast(pl.Float64)
+        if notional.max() >= MAX_NOTIONAL / 10 * SCALE * SCALE:  # type: ignore[operator]
+            return None
     return rows.with_columns(p=pl.col("p").cast(pl.Int128), q=pl.col("q").cast(pl.Int128))
 
 

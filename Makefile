@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv from
+# pyproject.toml when it is missing or older than pyproject.toml; nothing to install by hand.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export CANDLEWAX_TEST_BROKERS ?= tansu,noida
+
+.PHONY: demo test lint format bench clean help
+
+help:
+	@echo "make demo   - embedded broker + synthetic market + bars flow + live console"
+	@echo "make test   - lint + the whole test suite (unit, integration on tansu and noida, e2e)"
+	@echo "make bench  - throughput of the flow vs the raw consume+decode ceiling"
+
+$(STAMP): pyproject.toml
+	@py=""; for c in python3.12 python3.11 python3; do \
+	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))'; then py=$$c; break; fi; \
+	done; \
+	if [ -z "$$py" ]; then echo "candlewax needs Python 3.11 or 3.12 (Bytewax 0.21.1 has no wheels for 3.13)"; exit 1; fi; \
+	if [ -x $(BIN)/python ] && ! $(BIN)/python -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))'; then rm -rf $(VENV); fi; \
+	[ -x $(BIN)/python ] || $$py -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade pip; \
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/candlewax demo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.throughput $(ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,512 @@
+"""The ``candlewax`` command: the one place that wires connectors, flows and sinks together.
+
+    candlewax broker   [--engine tansu|noida] [--port N]     embedded Kafka-protocol broker
+    candlewax topics ensure                                   create trades/bars/alerts/deadletter
+    candlewax replay PATH [--speed X] [--shift-ms N]          recorded traffic or trade files → trades
+    candlewax synthetic [--symbols N] [--rate R]              seeded synthetic market → trades
+    candlewax flow [--exit-when-done] [-w N -i I -a ADDRS]    the Bytewax bars dataflow
+    candlewax bars tail                                       print the bars topic
+    candlewax demo [--replay PATH] [--exit-when-done]         all of the above, one command
+
+Settings come from ``--config FILE`` < ``CANDLEWAX_*`` environment < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from candlewax import __version__
+from candlewax.broker import ENGINES, EmbeddedBroker, free_port, wait_for_broker
+from candlewax.errors import BrokerError, CandlewaxError, ConfigError
+from candlewax.records import DeadLetter, Trade
+from candlewax.settings import Settings
+from candlewax.topics import BARS, DEADLETTER, TRADES, ensure_topics
+
+log = logging.getLogger("candlewax")
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(obj).decode()
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if sys.stderr.isatty():
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs full URLs (with tokens) at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {
+        "bootstrap_servers": getattr(args, "bootstrap_servers", None),
+        "topic_prefix": getattr(args, "topic_prefix", None),
+        "data_dir": getattr(args, "data_dir", None),
+        "partitions": getattr(args, "partitions", None),
+        "retention_ms": getattr(args, "retention_ms", None),
+        "lateness_ms": getattr(args, "lateness_ms", None),
+        "metrics_port": getattr(args, "metrics_port", None),
+        "metrics_host": getattr(args, "metrics_host", None),
+        **extra,
+    }
+    return Settings.load(args.config, **overrides)
+
+
+def _require_broker(settings: Settings) -> Settings:
+    if not settings.bootstrap_servers:
+        raise ConfigError(
+            "no Kafka to talk to: pass --bootstrap-servers HOST:PORT or set "
+            "CANDLEWAX_BOOTSTRAP_SERVERS (start a local one with `candlewax broker`)"
+        )
+    wait_for_broker(settings.bootstrap_servers)
+    return settings
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():  # second Ctrl-C: leave now
+            raise KeyboardInterrupt
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _replay_items(
+    path: str, venue: str | None, fmt: str | None
+) -> Iterator[tuple[int, list[Trade], list[DeadLetter]]]:
+    from connectors.replay import iter_file
+
+    for item in iter_file(path, venue=venue, fmt=fmt):
+        yield item.recv_ms, item.trades, item.rejected
+
+
+def _synthetic_items(
+    symbols: int, seed: int, rate: float, start_ms: int, duration_s: float | None, paced: bool
+) -> Iterator[tuple[int, list[Trade], list[DeadLetter]]]:
+    from connectors.synthetic import SyntheticMarket
+
+    market = SyntheticMarket(symbols, seed=seed, start_ms=start_ms, trades_per_second=rate)
+    end = None if duration_s is None else start_ms + int(duration_s * 1000)
+    if not paced and end is not None:
+        for batch in market.batches(until_ms=end):
+            yield batch[-1].ts_ms, batch, []
+        return
+    step_ms = 100  # paced: hand trades out in 100 ms slices of event time
+    t = start_ms
+    while end is None or t < end:
+        t += step_ms
+        for batch in market.batches(until_ms=t if end is None else min(t, end)):
+            yield t, batch, []
+
+
+def _publish(
+    settings: Settings,
+    items: Iterator[tuple[int, list[Trade], list[DeadLetter]]],
+    speed: float,
+    shift_ms: int,
+    per_message: int,
+    stop: threading.Event,
+) -> Any:
+    from connectors.producer import TradeProducer
+    from connectors.publish import PublishStats, publish
+
+    stats = PublishStats()
+    producer = TradeProducer(
+        settings.bootstrap_servers,
+        settings.topic(TRADES),
+        settings.topic(DEADLETTER),
+        settings.kafka,
+    )
+    try:
+        publish(
+            items,
+            producer,
+            speed=speed,
+            shift_ms=shift_ms,
+            per_message=per_message,
+            stop=stop,
+            stats=stats,
+        )
+    finally:
+        producer.flush()
+    return stats
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
+    broker = EmbeddedBroker(args.engine, args.port)
+    broker.start()
+    print(f"{args.engine} broker listening on {broker.bootstrap_servers}", flush=True)
+    print(f"export CANDLEWAX_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not broker.running():
+                raise BrokerError(f"the {args.engine} broker exited: {broker.log_tail()}")
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    settings = _require_broker(_settings(args))
+    for topic, status in ensure_topics(settings).items():
+        print(f"{topic}: {status}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = _require_broker(_settings(args))
+    ensure_topics(settings)
+    stop = _stop_on_signals()
+    stats = _publish(
+        settings,
+        _replay_items(args.path, args.venue, args.format),
+        args.speed,
+        args.shift_ms,
+        args.per_message,
+        stop,
+    )
+    print(
+        f"published {stats.trades} trades ({stats.rejected} rejected → "
+        f"{settings.topic(DEADLETTER)}, {stats.heartbeats} heartbeats) to {settings.topic(TRADES)}"
+    )
+    return 0
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    settings = _require_broker(_settings(args))
+    ensure_topics(settings)
+    stop = _stop_on_signals()
+    start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
+    items = _synthetic_items(
+        args.symbols, args.seed, args.rate, start_ms, args.duration, paced=args.speed > 0
+    )
+    stats = _publish(settings, items, args.speed, 0, args.per_message, stop)
+    print(f"published {stats.trades} synthetic trades to {settings.topic(TRADES)}")
+    return 0
+
+
+def _flow_command(args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", "bytewax.run", "flows.bars:build()"]
+    if args.workers:
+        cmd += ["-w", str(args.workers)]
+    if args.process_id is not None:
+        cmd += ["-i", str(args.process_id)]
+    if args.addresses:
+        cmd += ["-a", args.addresses]
+    if args.recovery_dir:
+        cmd += ["-r", str(args.recovery_dir), "-s", str(args.snapshot_s), "-b", str(args.backup_s)]
+    return cmd
+
+
+def _flow_env(settings: Settings, metrics_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "CANDLEWAX_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "CANDLEWAX_TOPIC_PREFIX": settings.topic_prefix,
+            "CANDLEWAX_DATA_DIR": str(settings.data_dir),
+            "CANDLEWAX_LATENESS_MS": str(settings.lateness_ms),
+            "CANDLEWAX_INTERVALS": ",".join(settings.intervals),
+            "CANDLEWAX_BATCH_MAX": str(settings.batch_max),
+            "CANDLEWAX_ARCHIVE_TRADES": str(settings.archive_trades),
+            "CANDLEWAX_EXIT_WHEN_DONE": str(settings.exit_when_done),
+            "BYTEWAX_DATAFLOW_API_ENABLED": "1",
+            "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
+        }
+    )
+    if settings.kafka:
+        env["CANDLEWAX_KAFKA"] = ",".join(f"{k}={v}" for k, v in settings.kafka.items())
+    # The flow imports flows/ and sinks/ from this checkout even without an install.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def cmd_flow(args: argparse.Namespace) -> int:
+    settings = _require_broker(_settings(args, exit_when_done=args.exit_when_done or None))
+    ensure_topics(settings)
+    env = _flow_env(settings, settings.metrics_port)
+    cmd = _flow_command(args)
+    log.info("running the bars flow: %s", " ".join(cmd[1:]))
+    print(f"metrics: http://127.0.0.1:{settings.metrics_port}/metrics", flush=True)
+    os.execve(sys.executable, cmd, env)
+    return 0  # pragma: no cover - exec does not return
+
+
+def cmd_bars_tail(args: argparse.Namespace) -> int:
+    from sinks.console import follow
+
+    settings = _require_broker(_settings(args))
+    stop = _stop_on_signals()
+    wanted = set(args.interval or [])
+
+    def on_value(topic: str, value: bytes) -> None:
+        if not wanted or orjson.loads(value).get("interval") in wanted:
+            sys.stdout.write(value.decode() + "\n")
+            sys.stdout.flush()
+
+    follow(settings.bootstrap_servers, [settings.topic(BARS)], on_value, stop)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sinks.console import redraw, start_board
+
+    stop = _stop_on_signals()
+    broker: EmbeddedBroker | None = None
+    flow: subprocess.Popen[bytes] | None = None
+    settings = _settings(
+        args,
+        retention_ms=-1 if args.retention_ms is None else args.retention_ms,
+        exit_when_done=args.exit_when_done or None,
+        partitions=args.partitions,
+    )
+    try:
+        if not settings.bootstrap_servers:
+            broker = EmbeddedBroker(args.engine)
+            settings = settings.replace(bootstrap_servers=broker.start())
+        else:
+            wait_for_broker(settings.bootstrap_servers)
+        ensure_topics(settings)
+        port = args.metrics_port if args.metrics_port else free_port()
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        source = (
+            f"replay of {args.replay}"
+            if args.replay
+            else f"synthetic market, {args.symbols} symbols"
+        )
+        header = [
+            f"candlewax {__version__} demo — {source}",
+            f"kafka: {settings.bootstrap_servers}"
+            f"{f' (embedded {args.engine})' if broker else ''}   parquet: {settings.data_dir.resolve()}",
+            f"metrics: {metrics_url}   (Ctrl-C to stop)",
+        ]
+        if args.replay:
+            items = _replay_items(args.replay, args.venue, None)
+            speed = args.speed if args.speed is not None else 0.0
+        else:
+            start_ms = int(time.time() * 1000)
+            paced = not args.exit_when_done
+            items = _synthetic_items(
+                args.symbols, args.seed, args.rate, start_ms, args.duration, paced=paced
+            )
+            speed = 1.0 if paced else 0.0
+        published: list[Any] = []
+        publisher = threading.Thread(
+            target=lambda: published.append(_publish(settings, items, speed, 0, 1, stop)),
+            name="publisher",
+            daemon=True,
+        )
+        publisher.start()
+        if settings.exit_when_done:
+            # Finite input: publish everything first, so end-of-partition means end of input.
+            while publisher.is_alive() and not stop.is_set():
+                publisher.join(0.2)
+            if stop.is_set():
+                return 130
+        board = start_board(
+            settings.bootstrap_servers, settings.topic(BARS), settings.topic(DEADLETTER), stop
+        )
+        flow = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "flows.bars:build()"],
+            env=_flow_env(settings, port),
+        )
+        while not stop.is_set():
+            if flow.poll() is not None:
+                break
+            redraw(board.render(header))
+            if stop.wait(1.0 if sys.stdout.isatty() else 5.0):
+                break
+        if flow.poll() is None:
+            flow.send_signal(signal.SIGINT)
+        code = flow.wait(timeout=60)
+        if code != 0:
+            raise CandlewaxError(f"the bars flow exited with code {code} (see its log above)")
+        if settings.exit_when_done:
+            _wait_for_bars(board, settings.data_dir, timeout_s=10)
+        stats = published[0] if published else None
+        redraw(board.render(header))
+        if stats is not None:
+            print(
+                f"published {stats.trades} trades ({stats.rejected} rejected); bars in {settings.data_dir}"
+            )
+        return 0
+    finally:
+        stop.set()
+        if flow is not None and flow.poll() is None:
+            flow.terminate()
+            flow.wait(timeout=30)
+        if broker is not None:
+            broker.stop()
+
+
+def _wait_for_bars(board: Any, data_dir: Path, timeout_s: float) -> None:
+    """After the flow exited, let the console catch up with the bars topic (bounded wait)."""
+    files = sum(1 for _ in (data_dir / "bars").rglob("*.parquet"))
+    deadline = time.monotonic() + timeout_s
+    while board.total() < files and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser, data: bool = False) -> None:
+    p.add_argument("--config", type=Path, default=None, help="TOML settings file")
+    p.add_argument(
+        "--bootstrap-servers",
+        help="Kafka bootstrap servers (env CANDLEWAX_BOOTSTRAP_SERVERS)",
+    )
+    p.add_argument("--topic-prefix", help="prefix of every topic name")
+    p.add_argument("--partitions", type=int, help="partitions of topics candlewax creates")
+    p.add_argument("--retention-ms", type=int, help="retention.ms of topics candlewax creates")
+    if data:
+        p.add_argument("--data-dir", type=Path, help="where Parquet goes (default ./data)")
+        p.add_argument("--lateness-ms", type=int, help="allowed lateness behind the watermark")
+        p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port")
+        p.add_argument("--metrics-host", help="Prometheus /metrics address")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="candlewax", description="Exchange trades in, exact event-time bars out, on Kafka."
+    )
+    parser.add_argument("--version", action="version", version=f"candlewax {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker")
+    p.add_argument("--engine", choices=ENGINES, default="tansu")
+    p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="manage topics")
+    tsub = p.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("ensure", help="create missing topics (idempotent)")
+    _common(t)
+    t.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("replay", help="publish recorded traffic or a trade file to trades")
+    _common(p)
+    p.add_argument("path", help="hftbacktest .gz, cryptofeed capture, .ndjson, .csv or .parquet")
+    p.add_argument("--venue", help="venue name when the file does not say")
+    p.add_argument("--format", choices=["hftbacktest", "cryptofeed", "ndjson", "csv", "parquet"])
+    p.add_argument(
+        "--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = real time"
+    )
+    p.add_argument("--shift-ms", type=int, default=0, help="add to event and receive times")
+    p.add_argument(
+        "--per-message", type=int, default=1, help="trades per Kafka message (JSON array)"
+    )
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("synthetic", help="publish a seeded synthetic market to trades")
+    _common(p)
+    p.add_argument("--symbols", type=int, default=10)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rate", type=float, default=200.0, help="trades per second, all symbols")
+    p.add_argument(
+        "--duration", type=float, default=None, help="seconds of event time (default: forever)"
+    )
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="0 = as fast as possible, 1 = real time"
+    )
+    p.add_argument(
+        "--start-ms", type=int, default=None, help="event time of the start (default: now)"
+    )
+    p.add_argument("--per-message", type=int, default=1)
+    p.set_defaults(func=cmd_synthetic)
+
+    p = sub.add_parser("flow", help="run the bars dataflow (python -m bytewax.run underneath)")
+    _common(p, data=True)
+    p.add_argument("--exit-when-done", action="store_true", help="flush and exit at end of input")
+    p.add_argument("-w", "--workers", type=int, default=None, help="worker threads per process")
+    p.add_argument("-i", "--process-id", type=int, default=None)
+    p.add_argument("-a", "--addresses", default=None, help='"host:port;host:port" of all processes')
+    p.add_argument("-r", "--recovery-dir", type=Path, default=None)
+    p.add_argument("-s", "--snapshot-s", type=float, default=10.0)
+    p.add_argument("-b", "--backup-s", type=float, default=0.0)
+    p.set_defaults(func=cmd_flow)
+
+    p = sub.add_parser("bars", help="read the bars topic")
+    bsub = p.add_subparsers(dest="action", required=True)
+    b = bsub.add_parser("tail", help="print bars as JSON lines, from the beginning")
+    _common(b)
+    b.add_argument("--interval", action="append", help="only this interval (repeatable)")
+    b.set_defaults(func=cmd_bars_tail)
+
+    p = sub.add_parser("demo", help="broker + market + flow + console, one command")
+    _common(p, data=True)
+    p.add_argument("--engine", choices=ENGINES, default="tansu")
+    p.add_argument("--replay", help="replay this recording instead of the synthetic market")
+    p.add_argument("--venue", help="venue of the replayed file when it does not say")
+    p.add_argument("--speed", type=float, default=None, help="replay speed (default: fastest)")
+    p.add_argument("--symbols", type=int, default=10)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rate", type=float, default=200.0, help="synthetic trades per second")
+    p.add_argument("--duration", type=float, default=None, help="synthetic seconds of event time")
+    p.add_argument(
+        "--exit-when-done", action="store_true", help="finite input: exit when all bars are written"
+    )
+    p.set_defaults(func=cmd_demo, partitions=2)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "demo" and args.exit_when_done and not args.replay and args.duration is None:
+        print("candlewax: error: --exit-when-done needs --replay or --duration", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CandlewaxError as exc:
+        print(f"candlewax: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Console view of the ``bars`` topic: the live table of ``candlewax demo`` and ``candlewax bars
+tail``. It is an ordinary Kafka consumer, so it shows what any downstream consumer would see.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TextIO
+
+import orjson
+from confluent_kafka import Consumer, KafkaError
+
+from candlewax.kafka import consumer_config
+
+
+@dataclass
+class BarBoard:
+    """Latest bar per (venue, symbol) of one interval, plus counts per interval."""
+
+    interval: str = "1m"
+    latest: dict[tuple[str, str], dict] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    deadletters: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, bar: dict) -> None:
+        with self.lock:
+            self.counts[bar["interval"]] = self.counts.get(bar["interval"], 0) + 1
+            if bar["interval"] == self.interval:
+                key = (bar["venue"], bar["symbol"])
+                prev = self.latest.get(key)
+                if prev is None or bar["start_ms"] >= prev["start_ms"]:
+                    self.latest[key] = bar
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.counts.values())
+
+    def render(self, header: list[str], max_rows: int = 20) -> str:
+        with self.lock:
+            rows = sorted(self.latest.values(), key=lambda b: -float(b["quote_volume"]))[:max_rows]
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items(), key=_by_len))
+            total = len(self.latest)
+        lines = [
+            *header,
+            f"bars received: {counts or 'none yet'}   dead letters: {self.deadletters}",
+            "",
+        ]
+        lines.append(
+            f"{'venue:symbol':<24} {'minute (UTC)':<17} {'open':>14} {'high':>14} {'low':>14} "
+            f"{'close':>14} {'chg%':>7} {'volume':>14} {'trades':>7}"
+        )
+        for b in rows:
+            start = datetime.fromtimestamp(b["start_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+            change = (float(b["close"]) / float(b["open"]) - 1) * 100
+            lines.append(
+                f"{b['venue'] + ':' + b['symbol']:<24} {start:<17} {_num(b['open']):>14} "
+                f"{_num(b['high']):>14} {_num(b['low']):>14} {_num(b['close']):>14} "
+                f"{change:>+7.3f} {_num(b['volume']):>14} {b['trades']:>7}"
+            )
+        if total > len(rows):
+            lines.append(f"... and {total - len(rows)} more symbols")
+        return "\n".join(lines)
+
+
+def _by_len(item: tuple[str, int]) -> int:
+    order = ["1m", "5m", "15m", "30m", "1h"]
+    return order.index(item[0]) if item[0] in order else 99
+
+
+def _num(text: str) -> str:
+    value = float(text)
+    return f"{value:.8g}" if value < 1 else f"{value:,.2f}"
+
+
+def follow(
+    bootstrap_servers: str,
+    topics: list[str],
+    on_value: Callable[[str, bytes], None],
+    stop: threading.Event,
+) -> None:
+    """Read ``topics`` from the beginning until ``stop`` is set, calling ``on_value`` per message."""
+    conf = consumer_config(bootstrap_servers, f"candlewax-console-{uuid.uuid4().hex[:8]}")
+    conf["enable.partition.eof"] = False
+    consumer = Consumer(conf)
+    consumer.subscribe(topics)
+    try:
+        while not stop.is_set():
+            for msg in consumer.consume(1000, 0.2):
+                err = msg.error()
+                if err is None:
+                    on_value(msg.topic() or "", msg.value() or b"")
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    continue
+    finally:
+        consumer.close()
+
+
+def start_board(
+    bootstrap_servers: str, bars_topic: str, deadletter_topic: str, stop: threading.Event
+) -> BarBoard:
+    """A BarBoard kept up to date by a background consumer thread."""
+    board = BarBoard()
+
+    def on_value(topic: str, value: bytes) -> None:
+        if topic == deadletter_topic:
+            board.deadletters += 1
+        else:
+            board.add(orjson.loads(value))
+
+    thread = threading.Thread(
+        target=follow,
+        args=(bootstrap_servers, [bars_topic, deadletter_topic], on_value, stop),
+        name="console-view",
+        daemon=True,
+    )
+    thread.start()
+    return board
+
+
+def redraw(text: str, out: TextIO = sys.stdout) -> None:
+    """Repaint the terminal (ANSI) when interactive; otherwise print the frame once."""
+    if out.isatty():
+        out.write("\x1b[H\x1b[2J" + text + "\n")
+    else:
+        out.write(text + "\n\n")
+    out.flush()
+
+
+def wait(seconds: float, stop: threading.Event) -> bool:
+    """Sleep up to ``seconds`` unless stopped; True if stopped."""
+    deadline = time.monotonic() + seconds
+    return stop.wait(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,82 @@
+"""An independent bar computation for tests: plain Python Decimal, one trade at a time, no
+Polars, no scaled integers — written from the definitions in DESIGN.md, not from the kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from candlewax.records import INTERVALS, Trade
+
+
+def reference_bars(trades: Iterable[Trade], interval: str) -> list[dict[str, object]]:
+    """Bars of ``interval`` from trades in log order. Open/close: smallest/largest event time,
+    ties by log order. Sorted by (venue, symbol, start_ms)."""
+    length = INTERVALS[interval]
+    acc: dict[tuple[str, str, int], dict[str, object]] = {}
+    for t in trades:
+        start = t.ts_ms - t.ts_ms % length
+        p, q = Decimal(t.price), Decimal(t.qty)
+        bar = acc.get((t.venue, t.symbol, start))
+        if bar is None:
+            bar = acc[(t.venue, t.symbol, start)] = {
+                "open": p, "open_ts": t.ts_ms, "first_id": t.id, "high": p, "low": p,
+                "close": p, "close_ts": t.ts_ms, "last_id": t.id, "volume": Decimal(0),
+                "quote_volume": Decimal(0), "trades": 0, "buy_volume": Decimal(0),
+                "buy_quote_volume": Decimal(0),
+            }  # fmt: skip
+        if t.ts_ms < bar["open_ts"]:  # type: ignore[operator]
+            bar.update(open=p, open_ts=t.ts_ms, first_id=t.id)
+        if t.ts_ms >= bar["close_ts"]:  # type: ignore[operator]
+            bar.update(close=p, close_ts=t.ts_ms, last_id=t.id)
+        bar["high"] = max(bar["high"], p)  # type: ignore[type-var]
+        bar["low"] = min(bar["low"], p)  # type: ignore[type-var]
+        bar["volume"] += q  # type: ignore[operator]
+        bar["quote_volume"] += p * q  # type: ignore[operator]
+        bar["trades"] += 1  # type: ignore[operator]
+        if t.side == "buy":
+            bar["buy_volume"] += q  # type: ignore[operator]
+            bar["buy_quote_volume"] += p * q  # type: ignore[operator]
+    out = []
+    for (venue, symbol, start), bar in sorted(acc.items()):
+        vwap = (bar["quote_volume"] / bar["volume"]).quantize(  # type: ignore[operator]
+            Decimal("0.00000001"), rounding=ROUND_HALF_EVEN
+        )
+        out.append(
+            {
+                "venue": venue,
+                "symbol": symbol,
+                "interval": interval,
+                "start_ms": start,
+                "end_ms": start + length,
+                **{k: bar[k] for k in ("open", "high", "low", "close", "volume", "quote_volume")},
+                "vwap": vwap,
+                "trades": bar["trades"],
+                "buy_volume": bar["buy_volume"],
+                "buy_quote_volume": bar["buy_quote_volume"],
+                "first_id": bar["first_id"],
+                "last_id": bar["last_id"],
+            }
+        )
+    return out
+
+
+DECIMAL_FIELDS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "vwap",
+    "buy_volume",
+    "buy_quote_volume",
+)
+
+
+def as_decimals(bar: dict[str, object]) -> dict[str, object]:
+    """A wire-format bar (strings) with its decimal fields as Decimal, for comparison."""
+    keep = ("venue", "symbol", "interval", "start_ms", "end_ms", "trades", "first_id", "last_id")
+    out = {k: bar[k] for k in keep}
+    out.update({k: Decimal(str(bar[k])) for k in DECIMAL_FIELDS})
+    return out
