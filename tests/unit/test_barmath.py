@@ -3,6 +3,7 @@ under random batchings, DuckDB SQL on the real BTCUSDT capture, and the exact de
 
 from __future__ import annotations
 
+import itertools
 import random
 from functools import cache
 
@@ -35,7 +36,7 @@ def run_kernel(
     bars: dict[str, list[dict[str, object]]] = {k: [] for k in INTERVALS}
     late = 0
     edges = [0, *sorted(set(cuts)), len(values)]
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in itertools.pairwise(edges):
         if lo == hi:
             continue
         result = state.step(decode_batch(values[lo:hi]).rows)
@@ -66,7 +67,7 @@ def test_btcusdt_capture_matches_duckdb_for_all_nine_kline_fields() -> None:
     trades = btcusdt()
     bars, late = run_kernel([t.encode() for t in trades], cuts=list(range(0, len(trades), 997)))
     assert late == 0
-    raw = pl.DataFrame(
+    raw = pl.DataFrame(  # noqa: F841 - read by name in the SQL below
         {
             "id": [int(t.id) for t in trades],
             "price": [t.price for t in trades],
