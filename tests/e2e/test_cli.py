@@ -1,0 +1,140 @@
+"""The candlewax command as a user runs it (subprocesses, real broker, real files)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from candlewax.broker import EmbeddedBroker
+from candlewax.records import Trade
+from connectors.replay import iter_file
+from tests.conftest import BTCUSDT_GZ, ENGINES
+from tests.reference import as_decimals, reference_bars
+
+pytestmark = pytest.mark.e2e
+CLI = [sys.executable, "-m", "candlewax.cli"]
+T0 = 1_723_161_240_000
+
+
+@cache
+def btcusdt() -> tuple[Trade, ...]:
+    return tuple(t for item in iter_file(BTCUSDT_GZ) for t in item.trades)
+
+
+def run(
+    *args: str, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("CANDLEWAX_BOOTSTRAP_SERVERS", None) if env is None else None
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_demo_replay_exits_when_done_with_exact_binance_bars(engine: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run(
+        "demo",
+        "--engine",
+        engine,
+        "--replay",
+        str(BTCUSDT_GZ),
+        "--data-dir",
+        str(out),
+        "--exit-when-done",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "published 9757 trades (0 rejected)" in result.stdout
+    assert "binance:BTCUSDT" in result.stdout  # the console view showed the bars
+    bars = pl.read_parquet(out / "bars" / "interval=1m" / "**" / "*.parquet").sort("start_ms")
+    # The complete minutes of the capture (23:55-23:59 UTC), all nine kline fields and more.
+    ours = {r["start_ms"]: as_decimals({**r, "interval": "1m"}) for r in bars.to_dicts()}
+    want = {b["start_ms"]: b for b in reference_bars(btcusdt(), "1m")}
+    for start in range(T0 + 60_000, T0 + 6 * 60_000, 60_000):
+        assert ours[start] == want[start]
+    assert sorted(ours) == sorted(want)
+
+
+def test_broker_command_starts_prints_and_stops_cleanly() -> None:
+    proc = subprocess.Popen(
+        [*CLI, "broker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("tansu broker listening on 127.0.0.1:"), line
+        address = line.rsplit(" ", 1)[1].strip()
+        host, port = address.split(":")
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+        taken = run("broker", "--port", port, timeout=60)
+        assert taken.returncode == 1
+        assert f"port {port} on 127.0.0.1 is already in use" in taken.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    with socket.socket() as sock:  # the broker is gone: its port is free
+        sock.bind(("127.0.0.1", int(port)))
+
+
+def test_topics_ensure_twice() -> None:
+    with EmbeddedBroker() as broker:
+        env = {"CANDLEWAX_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+        first = run("topics", "ensure", "--topic-prefix", "e2e.", env=env)
+        second = run("topics", "ensure", "--topic-prefix", "e2e.", env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr
+    assert "e2e.trades: created" in first.stdout and "e2e.trades: exists" in second.stdout
+
+
+def test_unreachable_broker_is_a_clear_error_not_a_hang() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    result = run("flow", "--bootstrap-servers", f"127.0.0.1:{port}", timeout=60)
+    assert result.returncode == 1
+    assert f"no Kafka broker answered at 127.0.0.1:{port}" in result.stderr
+    assert time.monotonic() - started < 45
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "candlewax.toml"
+    config.write_text('[candlewax]\nbootstrap_server = "typo:9092"\n')
+    result = run("topics", "ensure", "--config", str(config))
+    assert result.returncode == 1
+    assert "unknown setting 'bootstrap_server'" in result.stderr
+    config.write_text("[candlewax]\nlateness_ms = -5\n")
+    result = run("topics", "ensure", "--config", str(config))
+    assert result.returncode == 1 and "lateness_ms=-5 must be >= 0" in result.stderr
+    result = run("topics", "ensure")
+    assert result.returncode == 1 and "--bootstrap-servers" in result.stderr
+
+
+def test_replay_then_flow_commands(tmp_path: Path) -> None:
+    """The production path: `replay` publishes, `flow` (python -m bytewax.run) builds bars."""
+    with EmbeddedBroker() as broker:
+        env = {
+            "CANDLEWAX_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "CANDLEWAX_RETENTION_MS": "-1",
+        }
+        published = run("replay", str(BTCUSDT_GZ), "--per-message", "20", env=env)
+        assert published.returncode == 0, published.stderr[-2000:]
+        assert "published 9757 trades (0 rejected" in published.stdout
+        flow = run(
+            "flow", "--data-dir", str(tmp_path), "--exit-when-done", "--metrics-port", "0", env=env
+        )
+        assert flow.returncode == 0, flow.stderr[-3000:]
+    bars = pl.read_parquet(tmp_path / "bars" / "interval=5m" / "**" / "*.parquet")
+    ours = sorted(
+        (as_decimals({**r, "interval": "5m"}) for r in bars.to_dicts()), key=lambda b: b["start_ms"]
+    )
+    assert ours == reference_bars(btcusdt(), "5m")
