@@ -275,6 +275,9 @@ def decode_trade(obj: Any) -> Trade | Heartbeat:
     raw_id = obj.get("id")
     if raw_id is None or raw_id == "":
         raise ParseError("missing_field", "id")
+    if isinstance(raw_id, float) and raw_id.is_integer():
+        # Some producers (JavaScript) send integer ids as floats: 5.0 → "5", 1e16 → its digits.
+        raw_id = format(Decimal(repr(raw_id)).to_integral_value(), "f")
     if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)):
         raise ParseError("bad_type", f"id is a {type(raw_id).__name__}")
     side = obj.get("side")

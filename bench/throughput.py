@@ -1,0 +1,218 @@
+"""Throughput of the bars flow against a ceiling measured in the same run.
+
+For each symbol count, the synthetic market writes N trades to a fresh ``trades`` topic of the
+broker (embedded Tansu unless ``--bootstrap-servers``), then:
+
+- ceiling: a bare confluent-kafka consumer reads the topic to EOF and ``orjson.loads`` every
+  message — the least any Python consumer of this topic must do;
+- flow: the real bars dataflow (``flows.bars.build_flow``, one Bytewax worker) reads the same
+  topic to EOF and writes 1m bars, 5m…1h rollups, the ``bars`` topic, Parquet bars and the trade
+  archive;
+- kernel: the in-process bar kernel on the same messages (decode + aggregate, no Kafka, no
+  Bytewax), and aggregation alone on pre-decoded rows.
+
+It prints trades/s and flow ÷ ceiling, and writes bench/results/throughput-<time>.json.
+
+    make bench                          # 1M trades at 10, 1 000, 10 000 symbols
+    make bench ARGS="--trades 200000 --symbols 10"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from candlewax.broker import EmbeddedBroker
+from candlewax.settings import Settings
+from candlewax.topics import ensure_topics
+from connectors.synthetic import SyntheticMarket
+from flows.barmath import BarState, decode_batch
+
+SPAN_S = 600  # event time covered by the generated trades: 10 minutes
+
+
+def produce(settings: Settings, symbols: int, n: int, per_message: int) -> int:
+    market = SyntheticMarket(symbols, seed=11, trades_per_second=n / SPAN_S)
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    topic = settings.topic("trades")
+    messages = 0
+    for chunk in market.encoded(n, per_message=per_message, batch_size=50_000):
+        for key, value, ts in chunk:
+            while True:
+                try:
+                    producer.produce(topic, value, key, timestamp=ts)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            messages += 1
+        producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("benchmark trades were not all delivered")
+    return messages
+
+
+def ceiling(settings: Settings) -> tuple[float, int]:
+    """Seconds to consume + decode the whole topic, and trades seen."""
+    topic = settings.topic("trades")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    done: set[int] = set()
+    trades = 0
+    loads = orjson.loads
+    start = time.perf_counter()
+    while len(done) < len(parts):
+        for msg in consumer.consume(10_000, 0.05):
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    done.add(msg.partition())
+                continue
+            obj = loads(msg.value())
+            trades += len(obj) if isinstance(obj, list) else 1
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed, trades
+
+
+def flow(settings: Settings) -> float:
+    from bytewax.testing import run_main
+
+    from flows.bars import build_flow
+
+    start = time.perf_counter()
+    run_main(build_flow(settings))
+    return time.perf_counter() - start
+
+
+def kernel(symbols: int, n: int) -> tuple[float, float]:
+    """trades/s of decode+aggregate, and of aggregate alone, on 10 000-message batches."""
+    market = SyntheticMarket(symbols, seed=11, trades_per_second=n / SPAN_S)
+    values = [v for chunk in market.encoded(n, batch_size=50_000) for _, v, _ in chunk]
+    batches = [values[i : i + 10_000] for i in range(0, len(values), 10_000)]
+    state = BarState()
+    start = time.perf_counter()
+    decoded = []
+    for batch in batches:
+        rows = decode_batch(batch).rows
+        decoded.append(rows)
+        state.step(rows)
+    state.flush()
+    full = time.perf_counter() - start
+    state = BarState()
+    start = time.perf_counter()
+    for rows in decoded:
+        state.step(rows)
+    state.flush()
+    agg = time.perf_counter() - start
+    return n / full, n / agg
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trades", type=int, default=1_000_000)
+    parser.add_argument("--symbols", type=int, nargs="+", default=[10, 1_000, 10_000])
+    parser.add_argument("--per-message", type=int, default=1, help="trades per Kafka message")
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case (median reported)")
+    parser.add_argument("--engine", default="tansu")
+    parser.add_argument("--bootstrap-servers", default=None)
+    args = parser.parse_args()
+
+    broker = None
+    bootstrap = args.bootstrap_servers
+    if bootstrap is None:
+        broker = EmbeddedBroker(args.engine)
+        bootstrap = broker.start()
+    results = []
+    print(
+        f"{args.trades:,} trades per case, {args.per_message} per message, "
+        f"{args.partitions} partition(s), broker {args.engine if broker else bootstrap}"
+    )
+    print(
+        f"{'symbols':>8} {'ceiling/s':>12} {'flow/s':>12} {'flow÷ceil':>10} {'kernel/s':>12} {'aggregate/s':>12}"
+    )
+    try:
+        for symbols in args.symbols:
+            ceil_s, flow_s = [], []
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory() as data_dir:
+                    settings = Settings(
+                        bootstrap_servers=bootstrap,
+                        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+                        partitions=args.partitions,
+                        retention_ms=-1,
+                        data_dir=Path(data_dir),
+                        exit_when_done=True,
+                    )
+                    ensure_topics(settings)
+                    produce(settings, symbols, args.trades, args.per_message)
+                    elapsed, seen = ceiling(settings)
+                    assert seen == args.trades, (seen, args.trades)
+                    ceil_s.append(elapsed)
+                    flow_s.append(flow(settings))
+            k_full, k_agg = kernel(symbols, args.trades)
+            ceil_rate = args.trades / statistics.median(ceil_s)
+            flow_rate = args.trades / statistics.median(flow_s)
+            row = {
+                "symbols": symbols,
+                "ceiling_trades_per_s": round(ceil_rate),
+                "flow_trades_per_s": round(flow_rate),
+                "flow_over_ceiling": round(flow_rate / ceil_rate, 3),
+                "kernel_trades_per_s": round(k_full),
+                "aggregate_trades_per_s": round(k_agg),
+            }
+            results.append(row)
+            print(
+                f"{symbols:>8} {ceil_rate:>12,.0f} {flow_rate:>12,.0f} {flow_rate / ceil_rate:>10.2f} "
+                f"{k_full:>12,.0f} {k_agg:>12,.0f}",
+                flush=True,
+            )
+    finally:
+        if broker is not None:
+            broker.stop()
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    machine = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    path = out / f"throughput-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(
+        json.dumps({"args": vars(args), "machine": machine, "results": results}, indent=2)
+    )
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
