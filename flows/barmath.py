@@ -274,28 +274,23 @@ def trades_as_bars(rows: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
 
 
 def merge(bars: pl.DataFrame, interval_ms: int | None = None) -> pl.DataFrame:
-    """Merge bars that fall in the same (venue, symbol, window). Rows must be in log order.
+    """Merge bars that fall in the same (venue, symbol, window). Rows must be in log order, and
+    the rows of one key must not overlap in time (single trades, or bars of distinct windows).
 
     With ``interval_ms``, ``start_ms`` is first floored to that interval (rollups).
     """
     if interval_ms is not None:
         bars = bars.with_columns(start_ms=pl.col("start_ms") - pl.col("start_ms") % interval_ms)
-
-    # Stable sorts, not arg_min/arg_max + get: in Polars 2.1 `get` inside group_by picked rows
-    # from the wrong group on some inputs (tests/unit/test_barmath.py caught it).
-    def first(name: str) -> pl.Expr:  # smallest open_ts, ties: earliest in log order
-        return pl.col(name).sort_by("open_ts", maintain_order=True).first()
-
-    def last(name: str) -> pl.Expr:  # largest close_ts, ties: latest in log order
-        return pl.col(name).sort_by("close_ts", maintain_order=True).last()
-
-    return bars.group_by(KEYS, maintain_order=True).agg(
-        open_ts=pl.col("open_ts").min(),
-        open=first("open"),
-        open_id=first("open_id"),
-        close_ts=pl.col("close_ts").max(),
-        close=last("close"),
-        close_id=last("close_id"),
+    # A stable sort on time keeps log order among equal times, so within each group the first
+    # row opens (smallest time, earliest in log) and the last row closes (largest, latest).
+    ordered = bars.sort("open_ts", maintain_order=True)
+    return ordered.group_by(KEYS, maintain_order=True).agg(
+        open_ts=pl.col("open_ts").first(),
+        open=pl.col("open").first(),
+        open_id=pl.col("open_id").first(),
+        close_ts=pl.col("close_ts").last(),
+        close=pl.col("close").last(),
+        close_id=pl.col("close_id").last(),
         high=pl.col("high").max(),
         low=pl.col("low").min(),
         volume=pl.col("volume").sum(),
@@ -303,6 +298,44 @@ def merge(bars: pl.DataFrame, interval_ms: int | None = None) -> pl.DataFrame:
         trades=pl.col("trades").sum(),
         buy_volume=pl.col("buy_volume").sum(),
         buy_quote=pl.col("buy_quote").sum(),
+    )
+
+
+_SUMS = ("volume", "quote", "trades", "buy_volume", "buy_quote")
+
+
+def combine(state: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """Fold ``fresh`` partial bars (later in the log) into ``state``; one row per key in each.
+
+    Open: the earlier open time wins, the state's on a tie (it came first in the log). Close: the
+    later close time wins, the fresh one on a tie (it came last).
+    """
+    if not state.height:
+        return fresh
+    if not fresh.height:
+        return state
+    j = state.join(fresh, on=KEYS, how="full", coalesce=True, suffix="_n")
+    old_open = pl.col("open_ts")
+    new_open = pl.col("open_ts_n")
+    use_new_open = old_open.is_null() | (new_open.is_not_null() & (new_open < old_open))
+    use_new_close = pl.col("close_ts").is_null() | (
+        pl.col("close_ts_n").is_not_null() & (pl.col("close_ts_n") >= pl.col("close_ts"))
+    )
+
+    def pick(name: str, use_new: pl.Expr) -> pl.Expr:
+        return pl.when(use_new).then(pl.col(f"{name}_n")).otherwise(pl.col(name)).alias(name)
+
+    return j.select(
+        *KEYS,
+        pick("open_ts", use_new_open),
+        pick("open", use_new_open),
+        pick("open_id", use_new_open),
+        pick("close_ts", use_new_close),
+        pick("close", use_new_close),
+        pick("close_id", use_new_close),
+        pl.max_horizontal("high", "high_n").alias("high"),
+        pl.min_horizontal("low", "low_n").alias("low"),
+        *[(pl.col(n).fill_null(0) + pl.col(f"{n}_n").fill_null(0)).alias(n) for n in _SUMS],
     )
 
 
@@ -356,8 +389,8 @@ class BarState:
             batch_max = int(rows["ts_ms"].max())  # type: ignore[arg-type]
             self.max_ts_ms = max(prev, batch_max) if self.max_ts_ms is not None else batch_max
             if on_time.height:
-                fresh = trades_as_bars(on_time, minute)
-                self.open["1m"] = merge(pl.concat([self.open["1m"], fresh]))
+                fresh = merge(trades_as_bars(on_time, minute))
+                self.open["1m"] = combine(self.open["1m"], fresh)
                 first_end = int(fresh["start_ms"].min()) + minute  # type: ignore[arg-type]
                 if self.next_due_ms is None or first_end < self.next_due_ms:
                     self.next_due_ms = first_end
@@ -377,7 +410,7 @@ class BarState:
         for name in self.intervals:
             frame = self.open[name]
             if name != "1m" and closed.get("1m") is not None and closed["1m"].height:
-                frame = merge(pl.concat([frame, closed["1m"]]), INTERVALS[name])
+                frame = combine(frame, merge(closed["1m"], INTERVALS[name]))
             if watermark_ms is None:
                 done, frame = frame, empty_bars()
             else:
@@ -400,8 +433,58 @@ class BarState:
 # --------------------------------------------------------------------------- output
 
 
+def _decimal_text(units: pl.Expr, scale: int) -> pl.Expr:
+    """Non-negative scaled integers → exact decimal strings with at least 8 decimals (like
+    records.format_scaled): whole and fraction by integer division, so nothing is rounded;
+    trailing zeros beyond the 8th decimal are dropped."""
+    base = 10**scale
+    whole = (units // base).cast(pl.String)
+    frac = (units % base).cast(pl.String).str.zfill(scale)
+    if scale > DECIMALS:
+        frac = frac.str.replace(r"^([0-9]{8}[0-9]*?)0*$", "${1}")
+    return pl.concat_str([whole, pl.lit("."), frac])
+
+
+def _vwap_units(quote: pl.Expr, volume: pl.Expr) -> pl.Expr:
+    """quote (1e-16) / volume (1e-8) → price units (1e-8), rounded half-even, integers only."""
+    q = quote // volume
+    r = quote % volume
+    up = (2 * r > volume) | ((2 * r == volume) & (q % 2 == 1))
+    return q + up.cast(pl.Int128)
+
+
+def bar_frame(bars: pl.DataFrame, interval: str) -> pl.DataFrame:
+    """Closed kernel bars → the wire format (records.BAR_FIELDS) as a frame of exact strings."""
+    length = INTERVALS[interval]
+    return bars.select(
+        v=pl.lit(SCHEMA_VERSION, dtype=pl.Int64),
+        venue="venue",
+        symbol="symbol",
+        interval=pl.lit(interval),
+        start_ms="start_ms",
+        end_ms=pl.col("start_ms") + length,
+        open=_decimal_text(pl.col("open"), DECIMALS),
+        high=_decimal_text(pl.col("high"), DECIMALS),
+        low=_decimal_text(pl.col("low"), DECIMALS),
+        close=_decimal_text(pl.col("close"), DECIMALS),
+        volume=_decimal_text(pl.col("volume"), DECIMALS),
+        quote_volume=_decimal_text(pl.col("quote"), 2 * DECIMALS),
+        vwap=_decimal_text(_vwap_units(pl.col("quote"), pl.col("volume")), DECIMALS),
+        trades="trades",
+        buy_volume=_decimal_text(pl.col("buy_volume"), DECIMALS),
+        buy_quote_volume=_decimal_text(pl.col("buy_quote"), 2 * DECIMALS),
+        first_id="open_id",
+        last_id="close_id",
+    )
+
+
 def to_records(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
     """Closed kernel bars → wire-format Bar dicts (records.BAR_FIELDS), exact decimal strings."""
+    return bar_frame(bars, interval).to_dicts()
+
+
+def _records_slow(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
+    """The same with Python integers, one bar at a time: the reference the tests compare to."""
     length = INTERVALS[interval]
     out: list[dict[str, object]] = []
     for row in bars.iter_rows(named=True):
@@ -420,7 +503,6 @@ def to_records(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
                 "close": format_scaled(row["close"]),
                 "volume": format_scaled(volume),
                 "quote_volume": format_scaled(quote, 2 * DECIMALS),
-                # quote (1e-16) / volume (1e-8) = price at 1e-8, rounded half-even.
                 "vwap": format_scaled(divide_rounded(quote, volume)),
                 "trades": row["trades"],
                 "buy_volume": format_scaled(row["buy_volume"]),

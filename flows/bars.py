@@ -36,7 +36,7 @@ from candlewax.kafka import consumer_config
 from candlewax.records import INTERVALS, DeadLetter, format_scaled
 from candlewax.settings import Settings
 from candlewax.topics import BARS, DEADLETTER, TRADES
-from flows.barmath import BarState, decode_batch, to_records
+from flows.barmath import BarState, bar_frame, decode_batch
 from sinks.kafka import KafkaOutput, KafkaRecord
 from sinks.parquet import write_bar_window, write_trade_block
 
@@ -155,7 +155,7 @@ class BarWindowFile:
     partition: int
     interval: str
     start_ms: int
-    bars: list[dict[str, Any]]
+    bars: pl.DataFrame
 
 
 @dataclass
@@ -238,23 +238,20 @@ class BarStep:
 
     def _emit_bars(self, out: StepOutput, partition: int, closed: dict[str, pl.DataFrame]) -> None:
         now = time.time()
-        for interval, frame in closed.items():
-            if not frame.height:
+        for interval, kernel_bars in closed.items():
+            if not kernel_bars.height:
                 continue
-            records = to_records(frame, interval)
-            metrics.BARS_EMITTED.labels(interval).inc(len(records))
-            by_window: dict[int, list[dict[str, Any]]] = {}
-            for bar in records:
-                key = f"{bar['venue']}:{bar['symbol']}".encode()
-                out.records.append(
-                    KafkaRecord(self.bars_topic, key, orjson.dumps(bar), bar["end_ms"] - 1)  # type: ignore[operator]
-                )
-                by_window.setdefault(bar["start_ms"], []).append(bar)  # type: ignore[arg-type]
-            for start_ms, bars in by_window.items():
+            frame = bar_frame(kernel_bars, interval)
+            metrics.BARS_EMITTED.labels(interval).inc(frame.height)
+            values = frame.write_ndjson().encode().splitlines()
+            keys = frame.select(pl.concat_str("venue", pl.lit(":"), "symbol"))[:, 0].to_list()
+            for key, value, end_ms in zip(keys, values, frame["end_ms"].to_list(), strict=True):
+                out.records.append(KafkaRecord(self.bars_topic, key.encode(), value, end_ms - 1))
+            for (start_ms,), window in frame.group_by("start_ms", maintain_order=True):
                 metrics.BAR_CLOSE_LAG.labels(interval).observe(
-                    max(0.0, now - (start_ms + INTERVALS[interval]) / 1000)
+                    max(0.0, now - (int(start_ms) + INTERVALS[interval]) / 1000)  # type: ignore[call-overload]
                 )
-                out.files.append(BarWindowFile(partition, interval, start_ms, bars))
+                out.files.append(BarWindowFile(partition, interval, int(start_ms), window))  # type: ignore[call-overload]
 
     def _archive(
         self, state: PartitionState, out: StepOutput, batch: Batch, rows: pl.DataFrame

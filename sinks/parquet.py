@@ -79,17 +79,18 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def bars_frame(bars: Sequence[dict[str, object]]) -> pl.DataFrame:
-    """Wire-format bar dicts (decimal strings) → a typed frame with exact DECIMAL columns."""
-    frame = pl.DataFrame(
-        bars,
-        schema={
+def bars_frame(bars: pl.DataFrame | Sequence[dict[str, object]]) -> pl.DataFrame:
+    """Wire-format bars (decimal strings) → a typed frame with exact DECIMAL columns."""
+    if not isinstance(bars, pl.DataFrame):
+        strings = {
             k: (pl.String() if k in _DECIMAL_COLUMNS else v) for k, v in BAR_PARQUET_SCHEMA.items()
-        },
-        orient="row" if bars and not isinstance(bars[0], dict) else None,
-    )
-    return frame.with_columns(
-        [pl.col(name).cast(BAR_PARQUET_SCHEMA[name], strict=True) for name in _DECIMAL_COLUMNS]
+        }
+        bars = pl.DataFrame(bars, schema=strings)
+    return bars.select(
+        [
+            pl.col(name).cast(dtype, strict=True) if name in _DECIMAL_COLUMNS else pl.col(name)
+            for name, dtype in BAR_PARQUET_SCHEMA.items()
+        ]
     )
 
 
@@ -104,7 +105,11 @@ def bar_path(data_dir: Path, interval: str, partition: int, start_ms: int) -> Pa
 
 
 def write_bar_window(
-    data_dir: Path, interval: str, partition: int, start_ms: int, bars: Sequence[dict[str, object]]
+    data_dir: Path,
+    interval: str,
+    partition: int,
+    start_ms: int,
+    bars: pl.DataFrame | Sequence[dict[str, object]],
 ) -> Path:
     """All bars of one window of one trades partition → one file, rows sorted by venue, symbol."""
     path = bar_path(data_dir, interval, partition, start_ms)

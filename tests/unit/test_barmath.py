@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from candlewax.records import INTERVALS, Heartbeat, Trade
 from connectors.replay import iter_file
-from flows.barmath import BarState, _slow_decode, decode_batch, to_records
+from flows.barmath import (
+    BAR_SCHEMA,
+    BarState,
+    _records_slow,
+    _slow_decode,
+    bar_frame,
+    decode_batch,
+    to_records,
+)
 from tests.conftest import BTCUSDT_GZ
 from tests.reference import as_decimals, reference_bars
 
@@ -297,3 +305,28 @@ def test_random_garbage_never_raises() -> None:
     decoded = decode_batch(values)
     assert decoded.rows.height == 0
     assert len(decoded.rejected) == 300
+
+
+_units = st.integers(0, 10**30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_units, _units, st.integers(1, 10**22), _units, _units), min_size=1, max_size=20
+    )
+)
+def test_vectorized_bar_output_equals_python_integers(
+    rows: list[tuple[int, int, int, int, int]],
+) -> None:
+    """bar_frame (Polars strings) == format_scaled/divide_rounded per bar, incl. rounding ties."""
+    frame = pl.DataFrame(
+        [
+            {"venue": "x", "symbol": "S", "start_ms": T0, "open_ts": T0, "open": p + 1, "open_id": "1",
+             "close_ts": T0, "close": p, "close_id": "2", "high": h, "low": 1, "volume": vol,
+             "quote": q if q % 3 else vol * (q % 10**14) + vol // 2, "trades": 1, "buy_volume": bv, "buy_quote": bq}
+            for (p, q, vol, bv, bq), h in zip(rows, [10**22 - 1, 1] * len(rows), strict=False)
+        ],
+        schema=BAR_SCHEMA,
+    )  # fmt: skip
+    assert bar_frame(frame, "5m").to_dicts() == _records_slow(frame, "5m")
