@@ -47,10 +47,13 @@ class TradeProducer:
         message (a JSON array). Returns how many trades were queued."""
         count = 0
         if per_message <= 1:
+            per_venue: dict[str, int] = {}
             for trade in trades:
                 self._producer.send(self.trades_topic, trade.encode(), trade.key, trade.ts_ms)
-                metrics.CONNECTOR_TRADES.labels(trade.venue).inc()
-                count += 1
+                per_venue[trade.venue] = per_venue.get(trade.venue, 0) + 1
+            for venue, n in per_venue.items():
+                metrics.CONNECTOR_TRADES.labels(venue).inc(n)
+                count += n
         else:
             groups: dict[str, list[Trade]] = {}
             for trade in trades:

@@ -132,8 +132,13 @@ def _fast_decode(values: list[bytes], offsets: list[int]) -> pl.DataFrame | None
         return empty_rows()
     try:
         buf = b"\n".join(values)
+        if buf[:1] == b"[" or b"\n[" in buf:
+            split = _split_arrays(values, offsets)
+            if split is None:
+                return None
+            buf, offsets = split
         df = pl.read_ndjson(io.BytesIO(buf), schema=_JSON_SCHEMA)
-        if df.height != len(values):  # a message held a newline, several objects, or none
+        if df.height != len(offsets):  # a message held a newline, several objects, or none
             return None
         # Few distinct venues, symbols and sides: check the distinct values, not every row.
         if not (
@@ -149,6 +154,29 @@ def _fast_decode(values: list[bytes], offsets: list[int]) -> pl.DataFrame | None
     if not rows["ok"].all():
         return None
     return rows.drop("ok")
+
+
+def _split_arrays(values: list[bytes], offsets: list[int]) -> tuple[bytes, list[int]] | None:
+    """Compact JSON arrays of trades → NDJSON lines, with each line's message offset.
+
+    ``[{..},{..}]`` becomes ``{..}\n{..}``. A ``},{`` inside a string would leave a raw newline
+    in that string — invalid JSON, so the parse fails and the exact path decides.
+    """
+    lines: list[bytes] = []
+    line_offsets: list[int] = []
+    for value, offset in zip(values, offsets, strict=True):
+        if value[:1] != b"[":
+            lines.append(value)
+            line_offsets.append(offset)
+            continue
+        if value[-1:] != b"]":
+            return None
+        inner = value[1:-1]
+        if not inner:
+            continue  # an empty array holds no trades
+        lines.append(inner.replace(b"},{", b"}\n{"))
+        line_offsets.extend([offset] * (inner.count(b"},{") + 1))
+    return b"\n".join(lines), line_offsets
 
 
 def _all_match(column: pl.Series, pattern: re.Pattern[str], exclude: tuple[str, ...] = ()) -> bool:

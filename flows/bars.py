@@ -17,6 +17,7 @@ A stream item is a batch of messages, never a trade: Bytewax costs ~4-5 µs per 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -351,8 +352,6 @@ def build_flow(settings: Settings) -> Dataflow:
 def build() -> Dataflow:
     """Entry point of ``python -m bytewax.run "flows.bars:build()"``: settings from the
     environment (``CANDLEWAX_*``, optional file in ``CANDLEWAX_CONFIG``), broker checked first."""
-    import os
-
     settings = Settings.load(os.environ.get("CANDLEWAX_CONFIG") or None)
     if not settings.bootstrap_servers:
         raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")

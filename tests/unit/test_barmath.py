@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from candlewax.records import INTERVALS, Heartbeat, Trade
+from candlewax.records import INTERVALS, Heartbeat, Trade, encode_trades
 from connectors.replay import iter_file
 from flows.barmath import (
     BAR_SCHEMA,
@@ -232,6 +232,11 @@ def test_late_trades_are_reported_not_merged() -> None:
 def test_fast_path_is_taken_for_clean_batches() -> None:
     decoded = decode_batch([t.encode() for t in btcusdt()[:1000]])
     assert decoded.fast and decoded.rows.height == 1000 and not decoded.rejected
+    arrays = [encode_trades(list(btcusdt()[i : i + 25])) for i in range(0, 1000, 25)]
+    decoded_arrays = decode_batch(arrays, offsets=list(range(500, 540)))
+    assert decoded_arrays.fast
+    assert decoded_arrays.rows.drop("off").equals(decoded.rows.drop("off"))
+    assert decoded_arrays.rows["off"].to_list() == [500 + i // 25 for i in range(1000)]
 
 
 def test_bad_messages_are_rejected_with_offsets_and_neighbours_kept() -> None:
@@ -284,8 +289,25 @@ def messages(draw: st.DrawFn) -> bytes:
     return text
 
 
+@st.composite
+def batches(draw: st.DrawFn) -> list[bytes]:
+    """Messages, some of them JSON arrays of several messages (the producer-side batch form)."""
+    values = draw(st.lists(messages(), min_size=1, max_size=6))
+    out: list[bytes] = []
+    while values:
+        take = draw(st.integers(0, 3))
+        if take == 0:
+            out.append(values.pop(0))
+        else:
+            group, values = values[:take], values[take:]
+            out.append(b"[" + b",".join(group) + b"]")
+    if draw(st.booleans()):
+        out.insert(draw(st.integers(0, len(out))), b"[]")
+    return out
+
+
 @settings(max_examples=400, deadline=None)
-@given(st.lists(messages(), min_size=1, max_size=6))
+@given(batches())
 def test_fast_path_never_disagrees_with_the_exact_path(values: list[bytes]) -> None:
     fast = decode_batch(values)
     exact = _slow_decode(values, list(range(len(values))))
