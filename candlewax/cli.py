@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from candlewax import __version__
-from candlewax.broker import ENGINES, EmbeddedBroker, free_port, wait_for_broker
+from candlewax.broker import ENGINES, EmbeddedBroker, die_with_parent, free_port, wait_for_broker
 from candlewax.errors import BrokerError, CandlewaxError, ConfigError
 from candlewax.records import DeadLetter, Trade
 from candlewax.settings import Settings
@@ -346,11 +346,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if stop.is_set():
                 return 130
         board = start_board(
-            settings.bootstrap_servers, settings.topic(BARS), settings.topic(DEADLETTER), stop
+            settings.bootstrap_servers,
+            settings.topic(BARS),
+            settings.topic(DEADLETTER),
+            stop,
+            trades_topic=settings.topic(TRADES),
         )
+        # Its own session: a terminal Ctrl-C reaches the demo, which then stops the flow itself.
         flow = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "flows.bars:build()"],
             env=_flow_env(settings, port),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         while not stop.is_set():
             if flow.poll() is not None:
@@ -358,10 +365,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             redraw(board.render(header))
             if stop.wait(1.0 if sys.stdout.isatty() else 5.0):
                 break
-        if flow.poll() is None:
-            flow.send_signal(signal.SIGINT)
-        code = flow.wait(timeout=60)
-        if code != 0:
+        code = flow.poll()
+        if code is None:  # we are stopping it: a live flow has no natural end
+            flow.terminate()
+            flow.wait(timeout=30)
+        elif code != 0:
             raise CandlewaxError(f"the bars flow exited with code {code} (see its log above)")
         if settings.exit_when_done:
             _wait_for_bars(board, settings.data_dir, timeout_s=10)

@@ -25,9 +25,42 @@ class BarBoard:
 
     interval: str = "1m"
     latest: dict[tuple[str, str], dict] = field(default_factory=dict)
+    #: The 1m bar still forming per symbol, from the trades topic (display only, floats).
+    forming: dict[tuple[str, str], dict] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    trades: int = 0
     deadletters: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_trades(self, value: bytes) -> None:
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return  # the flow dead-letters it; the view just skips it
+        with self.lock:
+            for t in obj if isinstance(obj, list) else [obj]:
+                if not isinstance(t, dict) or t.get("type") == "heartbeat":
+                    continue
+                try:
+                    price, qty, ts = float(t["price"]), float(t["qty"]), int(t["ts_ms"])
+                    key = (str(t["venue"]), str(t["symbol"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+                self.trades += 1
+                start = ts - ts % 60_000
+                bar = self.forming.get(key)
+                if bar is None or start > bar["start_ms"]:
+                    bar = self.forming[key] = {
+                        "start_ms": start, "open": price, "high": price, "low": price,
+                        "volume": 0.0, "trades": 0,
+                    }  # fmt: skip
+                elif start < bar["start_ms"]:
+                    continue
+                bar["high"] = max(bar["high"], price)
+                bar["low"] = min(bar["low"], price)
+                bar["close"] = price
+                bar["volume"] += qty
+                bar["trades"] += 1
 
     def add(self, bar: dict) -> None:
         with self.lock:
@@ -43,29 +76,35 @@ class BarBoard:
             return sum(self.counts.values())
 
     def render(self, header: list[str], max_rows: int = 20) -> str:
+        """The newest 1m bar per symbol: the forming one (``live``) or the last closed one."""
         with self.lock:
-            rows = sorted(self.latest.values(), key=lambda b: -float(b["quote_volume"]))[:max_rows]
+            rows: dict[tuple[str, str], tuple[str, dict]] = {
+                key: ("closed", bar) for key, bar in self.latest.items()
+            }
+            for key, bar in self.forming.items():
+                closed = self.latest.get(key)
+                if closed is None or bar["start_ms"] > closed["start_ms"]:
+                    rows[key] = ("live", bar)
+            shown = sorted(rows.items(), key=lambda kv: (-int(kv[1][1]["trades"]), kv[0]))
             counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items(), key=_by_len))
-            total = len(self.latest)
+            trades, dead = self.trades, self.deadletters
         lines = [
             *header,
-            f"bars received: {counts or 'none yet'}   dead letters: {self.deadletters}",
+            f"trades seen: {trades}   closed bars: {counts or 'none yet'}   dead letters: {dead}",
             "",
+            f"{'venue:symbol':<24} {'minute (UTC)':<17} {'state':<6} {'open':>14} {'high':>14} "
+            f"{'low':>14} {'close':>14} {'chg%':>7} {'volume':>14} {'trades':>7}",
         ]
-        lines.append(
-            f"{'venue:symbol':<24} {'minute (UTC)':<17} {'open':>14} {'high':>14} {'low':>14} "
-            f"{'close':>14} {'chg%':>7} {'volume':>14} {'trades':>7}"
-        )
-        for b in rows:
+        for (venue, symbol), (state, b) in shown[:max_rows]:
             start = datetime.fromtimestamp(b["start_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
             change = (float(b["close"]) / float(b["open"]) - 1) * 100
             lines.append(
-                f"{b['venue'] + ':' + b['symbol']:<24} {start:<17} {_num(b['open']):>14} "
+                f"{venue + ':' + symbol:<24} {start:<17} {state:<6} {_num(b['open']):>14} "
                 f"{_num(b['high']):>14} {_num(b['low']):>14} {_num(b['close']):>14} "
                 f"{change:>+7.3f} {_num(b['volume']):>14} {b['trades']:>7}"
             )
-        if total > len(rows):
-            lines.append(f"... and {total - len(rows)} more symbols")
+        if len(shown) > max_rows:
+            lines.append(f"... and {len(shown) - max_rows} more symbols")
         return "\n".join(lines)
 
 
@@ -74,7 +113,7 @@ def _by_len(item: tuple[str, int]) -> int:
     return order.index(item[0]) if item[0] in order else 99
 
 
-def _num(text: str) -> str:
+def _num(text: str | float) -> str:
     value = float(text)
     return f"{value:.8g}" if value < 1 else f"{value:,.2f}"
 
@@ -103,20 +142,28 @@ def follow(
 
 
 def start_board(
-    bootstrap_servers: str, bars_topic: str, deadletter_topic: str, stop: threading.Event
+    bootstrap_servers: str,
+    bars_topic: str,
+    deadletter_topic: str,
+    stop: threading.Event,
+    trades_topic: str | None = None,
 ) -> BarBoard:
-    """A BarBoard kept up to date by a background consumer thread."""
+    """A BarBoard kept up to date by a background consumer thread (bars, dead letters and, if
+    given, trades for the forming bars)."""
     board = BarBoard()
 
     def on_value(topic: str, value: bytes) -> None:
         if topic == deadletter_topic:
             board.deadletters += 1
+        elif topic == trades_topic:
+            board.add_trades(value)
         else:
             board.add(orjson.loads(value))
 
+    topics = [bars_topic, deadletter_topic] + ([trades_topic] if trades_topic else [])
     thread = threading.Thread(
         target=follow,
-        args=(bootstrap_servers, [bars_topic, deadletter_topic], on_value, stop),
+        args=(bootstrap_servers, topics, on_value, stop),
         name="console-view",
         daemon=True,
     )
