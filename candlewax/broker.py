@@ -173,6 +173,8 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self._workdir,
+                # Its own session: a terminal Ctrl-C reaches us, and we stop the broker last.
+                start_new_session=True,
                 preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout_s

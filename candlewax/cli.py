@@ -296,6 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     broker: EmbeddedBroker | None = None
     flow: subprocess.Popen[bytes] | None = None
+    board: Any = None
     settings = _settings(
         args,
         retention_ms=-1 if args.retention_ms is None else args.retention_ms,
@@ -385,6 +386,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if flow is not None and flow.poll() is None:
             flow.terminate()
             flow.wait(timeout=30)
+        if board is not None and board.thread is not None:
+            board.thread.join(timeout=5)  # its consumer closes before the broker goes away
         if broker is not None:
             broker.stop()
 

@@ -31,6 +31,7 @@ class BarBoard:
     trades: int = 0
     deadletters: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    thread: threading.Thread | None = None
 
     def add_trades(self, value: bytes) -> None:
         try:
@@ -168,6 +169,7 @@ def start_board(
         daemon=True,
     )
     thread.start()
+    board.thread = thread
     return board
 
 

@@ -138,3 +138,49 @@ def test_replay_then_flow_commands(tmp_path: Path) -> None:
         (as_decimals({**r, "interval": "5m"}) for r in bars.to_dicts()), key=lambda b: b["start_ms"]
     )
     assert ours == reference_bars(btcusdt(), "5m")
+
+
+def test_live_demo_shows_forming_bars_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """`make demo` as a user runs it: live synthetic market; Ctrl-C (SIGINT to the process
+    group, as a terminal sends it) stops everything with exit 0 and leaves no process behind."""
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--data-dir", str(tmp_path), "--rate", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # frames are printed every 5 s when not on a TTY
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            seen.append(line)
+            if " live " in line and "synthetic:BTCUSDT" in line:
+                break
+        assert any(" live " in line for line in seen), "".join(seen[-20:])
+        assert any(line.startswith("metrics: http://127.0.0.1:") for line in seen)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Connection refused" not in err  # the broker went last, after every client closed
+    # Nothing left: the broker's port is free again, no process runs with this data dir (the flow).
+    kafka_line = next(line for line in seen if line.startswith("kafka: 127.0.0.1:"))
+    port = int(kafka_line.split()[1].split(":")[1])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+    assert _processes_with_env(f"CANDLEWAX_DATA_DIR={tmp_path}") == []
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
