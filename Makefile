@@ -15,7 +15,7 @@ help:
 
 $(STAMP): pyproject.toml
 	@py=""; for c in python3.12 python3.11 python3; do \
-	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))'; then py=$$c; break; fi; \
+	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))' 2>/dev/null; then py=$$c; break; fi; \
 	done; \
 	if [ -z "$$py" ]; then echo "candlewax needs Python 3.11 or 3.12 (Bytewax 0.21.1 has no wheels for 3.13)"; exit 1; fi; \
 	if [ -x $(BIN)/python ] && ! $(BIN)/python -c 'import sys; sys.exit(not ((3,11) <= sys.version_info[:2] <= (3,12)))'; then rm -rf $(VENV); fi; \

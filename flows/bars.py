@@ -209,14 +209,18 @@ class BarStep:
                 out, batch, rejected.reason, rejected.detail, rejected.raw, batch.offsets[index]
             )
         result = state.bars.step(decoded.rows)
-        if result.trades:
-            for venue, count in _venue_counts(decoded.rows):
-                metrics.TRADES_IN.labels(venue).inc(count)
+        late_by_venue: dict[str, int] = {}
         for row in result.late.iter_rows(named=True):
+            late_by_venue[row["venue"]] = late_by_venue.get(row["venue"], 0) + 1
             metrics.LATE_TRADES.labels(row["venue"]).inc()
             self._dead(
                 out, batch, "late", _late_detail(row, state.bars), _row_json(row), row["off"]
             )
+        if result.trades:
+            for venue, count in _venue_counts(decoded.rows):
+                aggregated = count - late_by_venue.get(venue, 0)
+                if aggregated:
+                    metrics.TRADES_IN.labels(venue).inc(aggregated)
         closed = result.closed
         if batch.final:
             flushed = state.bars.flush()

@@ -14,6 +14,7 @@ import orjson
 import polars as pl
 import pytest
 from bytewax.testing import run_main
+from prometheus_client import REGISTRY
 
 from candlewax.records import INTERVALS, DeadLetter, Trade, decode_message
 from candlewax.settings import Settings
@@ -91,11 +92,27 @@ def norm(bars: list[dict]) -> list[dict]:
     )
 
 
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_flow_writes_exact_bars_to_kafka_and_parquet_and_dead_letters_bad_input(
     settings: Settings,
 ) -> None:
     late = publish_capture(settings)
+    watched = {
+        ("candlewax_parse_errors_total", ("stage", "flow"), ("reason", "json")): 1,
+        ("candlewax_parse_errors_total", ("stage", "flow"), ("reason", "bad_decimal")): 1,
+        ("candlewax_parse_errors_total", ("stage", "flow"), ("reason", "bad_timestamp")): 1,
+        ("candlewax_late_trades_total", ("venue", "binance")): 1,
+        ("candlewax_flow_trades_total", ("venue", "binance")): len(btcusdt()),
+        ("candlewax_bars_emitted_total", ("interval", "1m")): 7,
+    }
+    before = {key: _metric(key[0], **dict(key[1:])) for key in watched}
     run_main(build_flow(settings))
+    # Everything rejected or late is counted, by reason (metrics are process-wide: deltas).
+    for key, expected in watched.items():
+        assert _metric(key[0], **dict(key[1:])) - before[key] == expected, key
     trades = btcusdt()
 
     # 1. The bars topic: every interval equals the reference computed from the trades.
