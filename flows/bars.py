@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import polars as pl
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -34,7 +33,7 @@ from candlewax import metrics
 from candlewax.broker import wait_for_broker
 from candlewax.errors import BrokerError
 from candlewax.kafka import consumer_config
-from candlewax.records import INTERVALS, DeadLetter, format_scaled
+from candlewax.records import INTERVALS, DeadLetter, Trade, format_scaled
 from candlewax.settings import Settings
 from candlewax.topics import BARS, DEADLETTER, TRADES
 from flows.barmath import BarState, bar_frame, decode_batch
@@ -289,20 +288,13 @@ def _venue_counts(rows: pl.DataFrame) -> list[tuple[str, int]]:
 
 
 def _row_json(row: dict[str, Any]) -> bytes:
+    """A kernel row back in the trades wire format (for the dead letter of a late trade)."""
     side = None if row["buy"] is None else ("buy" if row["buy"] else "sell")
-    return orjson.dumps(
-        {
-            "v": 1,
-            "venue": row["venue"],
-            "symbol": row["symbol"],
-            "id": row["id"],
-            "price": format_scaled(row["p"]),
-            "qty": format_scaled(row["q"]),
-            "side": side,
-            "ts_ms": row["ts_ms"],
-            "recv_ms": row["recv_ms"],
-        }
+    price, qty = format_scaled(row["p"]), format_scaled(row["q"])
+    trade = Trade(
+        row["venue"], row["symbol"], row["id"], price, qty, side, row["ts_ms"], row["recv_ms"]
     )
+    return trade.encode()
 
 
 def _late_detail(row: dict[str, Any], bars: BarState) -> str:
