@@ -27,43 +27,15 @@ from typing import Any
 
 import orjson
 
-from candlewax import __version__
+from candlewax import __version__, metrics
 from candlewax.broker import ENGINES, EmbeddedBroker, die_with_parent, free_port, wait_for_broker
 from candlewax.errors import BrokerError, CandlewaxError, ConfigError
+from candlewax.logs import setup_logging
 from candlewax.records import DeadLetter, Trade
 from candlewax.settings import Settings
 from candlewax.topics import BARS, DEADLETTER, TRADES, ensure_topics
 
 log = logging.getLogger("candlewax")
-
-
-# --------------------------------------------------------------------------- logging
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            obj["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(obj).decode()
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(_JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # httpx logs full URLs (with tokens) at INFO.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -194,9 +166,16 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_metrics(args: argparse.Namespace, settings: Settings) -> None:
+    if getattr(args, "metrics_port", None) is not None:
+        port = metrics.serve(settings.metrics_host, settings.metrics_port)
+        print(f"metrics: http://{settings.metrics_host}:{port}/metrics", flush=True)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = _require_broker(_settings(args))
     ensure_topics(settings)
+    _serve_metrics(args, settings)
     stop = _stop_on_signals()
     stats = _publish(
         settings,
@@ -216,6 +195,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_synthetic(args: argparse.Namespace) -> int:
     settings = _require_broker(_settings(args))
     ensure_topics(settings)
+    _serve_metrics(args, settings)
     stop = _stop_on_signals()
     start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
     items = _synthetic_items(
@@ -251,6 +231,7 @@ def _flow_env(settings: Settings, metrics_port: int) -> dict[str, str]:
             "CANDLEWAX_BATCH_MAX": str(settings.batch_max),
             "CANDLEWAX_ARCHIVE_TRADES": str(settings.archive_trades),
             "CANDLEWAX_EXIT_WHEN_DONE": str(settings.exit_when_done),
+            "CANDLEWAX_LOG_LEVEL": logging.getLevelName(logging.getLogger().level),
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
             "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
         }
@@ -312,6 +293,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ensure_topics(settings)
         port = args.metrics_port if args.metrics_port else free_port()
         metrics_url = f"http://127.0.0.1:{port}/metrics"
+        connector_port = metrics.serve(settings.metrics_host, 0)
+        connector_url = f"http://{settings.metrics_host}:{connector_port}/metrics"
         source = (
             f"replay of {args.replay}"
             if args.replay
@@ -321,7 +304,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"candlewax {__version__} demo — {source}",
             f"kafka: {settings.bootstrap_servers}"
             f"{f' (embedded {args.engine})' if broker else ''}   parquet: {settings.data_dir.resolve()}",
-            f"metrics: {metrics_url}   (Ctrl-C to stop)",
+            f"metrics: {metrics_url} (flow)  {connector_url} (market)   Ctrl-C to stop",
         ]
         if args.replay:
             items = _replay_items(args.replay, args.venue, None)
@@ -415,8 +398,12 @@ def _common(p: argparse.ArgumentParser, data: bool = False) -> None:
     if data:
         p.add_argument("--data-dir", type=Path, help="where Parquet goes (default ./data)")
         p.add_argument("--lateness-ms", type=int, help="allowed lateness behind the watermark")
-        p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port")
-        p.add_argument("--metrics-host", help="Prometheus /metrics address")
+        _metrics_flags(p)
+
+
+def _metrics_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--metrics-host", help="address of /metrics (default 127.0.0.1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="publish recorded traffic or a trade file to trades")
     _common(p)
+    _metrics_flags(p)
     p.add_argument("path", help="hftbacktest .gz, cryptofeed capture, .ndjson, .csv or .parquet")
     p.add_argument("--venue", help="venue name when the file does not say")
     p.add_argument("--format", choices=["hftbacktest", "cryptofeed", "ndjson", "csv", "parquet"])
@@ -454,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synthetic", help="publish a seeded synthetic market to trades")
     _common(p)
+    _metrics_flags(p)
     p.add_argument("--symbols", type=int, default=10)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--rate", type=float, default=200.0, help="trades per second, all symbols")

@@ -113,7 +113,7 @@ class Settings:
         env_values = {
             k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
         }
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}  # CANDLEWAX_CONFIG/LOG_LEVEL are not
         # The environment also carries variables of other tools; only our field names count.
         values.update(
             _coerce_all({k: v for k, v in env_values.items() if k in names}, "environment")

@@ -33,6 +33,7 @@ from candlewax import metrics
 from candlewax.broker import wait_for_broker
 from candlewax.errors import BrokerError
 from candlewax.kafka import consumer_config
+from candlewax.logs import setup_logging
 from candlewax.records import INTERVALS, DeadLetter, Trade, format_scaled
 from candlewax.settings import Settings
 from candlewax.topics import BARS, DEADLETTER, TRADES
@@ -348,6 +349,7 @@ def build_flow(settings: Settings) -> Dataflow:
 def build() -> Dataflow:
     """Entry point of ``python -m bytewax.run "flows.bars:build()"``: settings from the
     environment (``CANDLEWAX_*``, optional file in ``CANDLEWAX_CONFIG``), broker checked first."""
+    setup_logging(os.environ.get("CANDLEWAX_LOG_LEVEL", "INFO"))
     settings = Settings.load(os.environ.get("CANDLEWAX_CONFIG") or None)
     if not settings.bootstrap_servers:
         raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from functools import cache
 from pathlib import Path
 
@@ -161,7 +163,14 @@ def test_live_demo_shows_forming_bars_and_stops_cleanly_on_ctrl_c(tmp_path: Path
             if " live " in line and "synthetic:BTCUSDT" in line:
                 break
         assert any(" live " in line for line in seen), "".join(seen[-20:])
-        assert any(line.startswith("metrics: http://127.0.0.1:") for line in seen)
+        # Both metrics endpoints the demo prints serve live counters.
+        (metrics_line,) = {line for line in seen if line.startswith("metrics: http://127.0.0.1:")}
+        flow_url, market_url = re.findall(r"http://\S+/metrics", metrics_line)
+        assert _counter(market_url, "candlewax_connector_trades_total") > 0
+        deadline = time.monotonic() + 30
+        while _counter(flow_url, "candlewax_flow_trades_total") == 0:
+            assert time.monotonic() < deadline, "the flow never counted a trade"
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -184,3 +193,11 @@ def _processes_with_env(entry: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _counter(url: str, name: str) -> float:
+    """Sum of a metric's samples in a Prometheus text exposition."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    )
