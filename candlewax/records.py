@@ -170,6 +170,13 @@ def _decimal_field(obj: dict[str, Any], name: str) -> str:
     return text
 
 
+def _required_ts(obj: dict[str, Any], name: str) -> int:
+    ts = _ts_field(obj, name)
+    if ts is None:  # pragma: no cover - _ts_field raises for a missing required field
+        raise ParseError("missing_field", name)
+    return ts
+
+
 def _ts_field(obj: dict[str, Any], name: str, required: bool = True) -> int | None:
     raw = obj.get(name)
     if raw is None:
@@ -266,8 +273,8 @@ def decode_trade(obj: Any) -> Trade | Heartbeat:
     kind = obj.get("type") or "trade"  # absent, null or "": a trade
     if kind == "heartbeat":
         return Heartbeat(
-            venue=normalize_venue(_str_field(obj, "venue")), ts_ms=_ts_field(obj, "ts_ms")
-        )  # type: ignore[arg-type]
+            venue=normalize_venue(_str_field(obj, "venue")), ts_ms=_required_ts(obj, "ts_ms")
+        )
     if kind != "trade":
         raise ParseError("unknown_type", f"type={str(kind)[:40]!r}")
     venue = _str_field(obj, "venue")
@@ -294,7 +301,7 @@ def decode_trade(obj: Any) -> Trade | Heartbeat:
         price=price,
         qty=qty,
         side=side,
-        ts_ms=_ts_field(obj, "ts_ms"),  # type: ignore[arg-type]
+        ts_ms=_required_ts(obj, "ts_ms"),
         recv_ms=_ts_field(obj, "recv_ms", required=False),
     )
 

@@ -115,20 +115,22 @@ def iter_file(
     if fmt not in FORMATS:
         raise ConfigError(f"unknown replay format {fmt!r} for {path}; use one of {FORMATS}")
     if fmt in ("hftbacktest", "cryptofeed"):
-        venue = _recording_venue(path, fmt, venue)
+        venue = _recording_venue(path, fmt, venue)  # fails now, not on the first next()
     elif fmt == "csv":
         _check_columns(path, _csv_header(path), venue)
     elif fmt == "parquet":
         _check_columns(path, _parquet_columns(path), venue)
     log.info("replaying %s as %s (venue %s)", path, fmt, venue or "from records")
-    readers = {
-        "hftbacktest": _read_hftbacktest,
-        "cryptofeed": _read_cryptofeed,
-        "ndjson": _read_ndjson,
-        "csv": _read_csv,
-        "parquet": _read_parquet,
-    }
-    return _counted(path, readers[fmt](path, venue))
+    items: Iterator[ReplayItem]
+    if fmt == "hftbacktest":
+        items = _read_hftbacktest(path, _recording_venue(path, fmt, venue))
+    elif fmt == "cryptofeed":
+        items = _read_cryptofeed(path, _recording_venue(path, fmt, venue))
+    else:
+        items = {"ndjson": _read_ndjson, "csv": _read_csv, "parquet": _read_parquet}[fmt](
+            path, venue
+        )
+    return _counted(path, items)
 
 
 def detect_format(path: str | Path) -> str:

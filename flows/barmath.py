@@ -241,6 +241,7 @@ def _slow_decode(values: list[bytes], offsets: list[int]) -> Decoded:
         good, bad = decode_message(value)
         rejected.extend((index, r) for r in bad)
         for rec in good:
+            row: tuple[object, ...]
             if isinstance(rec, Heartbeat):
                 row = (True, rec.venue, None, None, None, None, None, rec.ts_ms, None, offset)
             else:

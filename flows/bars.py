@@ -254,9 +254,9 @@ class BarStep:
                 out.records.append(KafkaRecord(self.bars_topic, key.encode(), value, end_ms - 1))
             for (start_ms,), window in frame.group_by("start_ms", maintain_order=True):
                 metrics.BAR_CLOSE_LAG.labels(interval).observe(
-                    max(0.0, now - (int(start_ms) + INTERVALS[interval]) / 1000)  # type: ignore[call-overload]
+                    max(0.0, now - (int(start_ms) + INTERVALS[interval]) / 1000)
                 )
-                out.files.append(BarWindowFile(partition, interval, int(start_ms), window))  # type: ignore[call-overload]
+                out.files.append(BarWindowFile(partition, interval, int(start_ms), window))
 
     def _archive(
         self, state: PartitionState, out: StepOutput, batch: Batch, rows: pl.DataFrame
@@ -267,7 +267,7 @@ class BarStep:
         done = pending.filter(pl.col("off") < complete_below)
         pending = pending.filter(pl.col("off") >= complete_below)
         for (block,), part in done.group_by(pl.col("off") // ARCHIVE_BLOCK, maintain_order=True):
-            start = int(block) * ARCHIVE_BLOCK  # type: ignore[arg-type]
+            start = int(block) * ARCHIVE_BLOCK
             out.files.append(
                 TradeBlockFile(batch.partition, start, start + ARCHIVE_BLOCK - 1, part)
             )
@@ -276,7 +276,7 @@ class BarStep:
             for (block,), part in pending.group_by(
                 pl.col("off") // ARCHIVE_BLOCK, maintain_order=True
             ):
-                start = int(block) * ARCHIVE_BLOCK  # type: ignore[arg-type]
+                start = int(block) * ARCHIVE_BLOCK
                 end = min(last, start + ARCHIVE_BLOCK - 1)
                 out.files.append(TradeBlockFile(batch.partition, start, end, part))
             pending = pending.clear()
