@@ -206,6 +206,40 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    from connectors.live import LiveConnector, LiveOptions
+    from connectors.producer import TradeProducer
+    from connectors.venues import venue_spec
+
+    spec = venue_spec(args.venue)
+    symbols = [s.strip().upper() for s in (args.symbols or "").split(",") if s.strip()]
+    if not symbols:
+        raise ConfigError("no symbols: pass --symbols BTCUSDT,ETHUSDT")
+    settings = _require_broker(_settings(args))
+    ensure_topics(settings)
+    _serve_metrics(args, settings)
+    stop = _stop_on_signals()
+    producer = TradeProducer(
+        settings.bootstrap_servers,
+        settings.topic(TRADES),
+        settings.topic(DEADLETTER),
+        settings.kafka,
+    )
+    options = LiveOptions(ws_url=args.ws_url, rest_url=args.rest_url)
+    if args.stale_after is not None:
+        options.stale_after_s = args.stale_after
+    if args.ping_interval is not None:
+        options.ping_interval_s = args.ping_interval
+    connector = LiveConnector(spec, symbols, producer, options, stop)
+    stats = connector.run(exit_after_s=args.exit_after)
+    print(
+        f"{spec.name}: {stats.trades} trades published ({stats.backfilled} backfilled, "
+        f"{stats.duplicates} duplicates dropped, {stats.unrecovered} gaps unrecovered, "
+        f"{stats.rejected} frames rejected), reconnects {dict(sorted(stats.reconnects.items()))}"
+    )
+    return 0
+
+
 def _flow_command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "bytewax.run", "flows.bars:build()"]
     if args.workers:
@@ -424,6 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("ensure", help="create missing topics (idempotent)")
     _common(t)
     t.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("connect", help="live venue websocket → trades (gap-free, backfilled)")
+    _common(p)
+    _metrics_flags(p)
+    p.add_argument("venue", help="binance or binance-usdm")
+    p.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    p.add_argument("--ws-url", help="websocket base URL (testnets, proxies, tests)")
+    p.add_argument("--rest-url", help="REST base URL for backfill")
+    p.add_argument("--exit-after", type=float, default=None, help="stop cleanly after N seconds")
+    p.add_argument(
+        "--stale-after", type=float, default=None, help="seconds without any frame = stale"
+    )
+    p.add_argument("--ping-interval", type=float, default=None, help="seconds between our pings")
+    p.set_defaults(func=cmd_connect)
 
     p = sub.add_parser("replay", help="publish recorded traffic or a trade file to trades")
     _common(p)

@@ -57,6 +57,34 @@ CONNECTOR_TRADES = Counter(
     "candlewax_connector_trades_total", "Trades a connector published to Kafka.", ["venue"]
 )
 
+CONNECTOR_MESSAGES = Counter(
+    "candlewax_connector_messages_total", "Websocket data frames a connector received.", ["venue"]
+)
+CONNECTOR_RECONNECTS = Counter(
+    "candlewax_connector_reconnects_total",
+    "Connector reconnections by cause (connect_failed, dropped, stale, server_close, "
+    "server_shutdown, rotation).",
+    ["venue", "cause"],
+)
+CONNECTOR_GAPS = Counter(
+    "candlewax_connector_gaps_total",
+    "Trade-id gaps (and reconnects with missed trades) by outcome (backfilled, unrecovered).",
+    ["venue", "outcome"],
+)
+CONNECTOR_BACKFILLED = Counter(
+    "candlewax_connector_backfilled_trades_total", "Trades recovered over REST.", ["venue"]
+)
+CONNECTOR_DUPLICATES = Counter(
+    "candlewax_connector_duplicate_trades_total",
+    "Trades received again (id already published) and dropped.",
+    ["venue"],
+)
+CONNECTOR_LAST_TRADE_AGE = Gauge(
+    "candlewax_connector_last_trade_age_seconds",
+    "Seconds since the connector last published a trade (NaN before the first).",
+    ["venue"],
+)
+
 
 def serve(host: str, port: int) -> int:
     """Serve /metrics on host:port (port 0 = any free port); return the port."""

@@ -88,6 +88,10 @@ class TradeProducer:
         metrics.PARSE_ERRORS.labels("connector", letter.reason).inc()
         self._producer.send(self.deadletter_topic, letter.encode())
 
+    def flush_ready(self) -> None:
+        """Serve delivery reports that are ready, without waiting."""
+        self._producer.poll(0)
+
     def flush(self, timeout_s: float = 60.0) -> None:
         self._producer.flush(timeout_s)
 
