@@ -13,6 +13,7 @@ import urllib.request
 from functools import cache
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pytest
 
@@ -201,3 +202,46 @@ def _counter(url: str, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
     )
+
+
+def test_connect_command_against_local_servers() -> None:
+    """`candlewax connect binance --ws-url --rest-url --exit-after` as a user runs it against a
+    testnet: trades of a recorded session reach Kafka, a dropped connection is backfilled, the
+    process exits 0 after --exit-after with the producer flushed."""
+    from websockets.asyncio.server import ServerConnection
+
+    from tests.integration.test_live_binance import recorded
+    from tests.kafka_read import read_topic
+    from tests.servers import RestServer, WsServer, drop, hold, send_all
+
+    frames, data = recorded()
+    rows = [
+        {"id": d["t"], "price": d["p"], "qty": d["q"], "time": d["T"], "isBuyerMaker": d["m"]}
+        for d in data
+    ]
+    rest = RestServer(rows)
+    rest.available_until = data[299]["t"]
+
+    async def first(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[:100])
+        await drop(ws)
+
+    async def second(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[300:400])
+        await hold(ws)
+
+    with EmbeddedBroker() as broker, WsServer([first, second]) as ws_server, rest:
+        env = {"CANDLEWAX_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+        result = run(
+            "connect", "binance", "--symbols", "BTCUSDT", "--ws-url", ws_server.url,
+            "--rest-url", rest.url, "--exit-after", "6", env=env, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        ids = [
+            orjson.loads(v)["id"]
+            for *_, v in read_topic(broker.bootstrap_servers, "trades")
+            if b'"heartbeat"' not in v
+        ]
+    assert ids == [str(d["t"]) for d in data[:400]]
+    assert "binance: 400 trades published (200 backfilled" in result.stdout
+    assert "reconnects {'dropped': 1}" in result.stdout
