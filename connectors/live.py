@@ -34,7 +34,7 @@ import httpx
 import websocket
 
 from candlewax import metrics
-from candlewax.errors import ParseError
+from candlewax.errors import CandlewaxError, ParseError
 from candlewax.records import DeadLetter, Trade
 from connectors.producer import TradeProducer
 from connectors.venues import BackfillBanned, VenueSpec
@@ -291,40 +291,48 @@ class _Connection:
         newest = max(t.ts_ms for t in trades)
         if self.newest_ts is None or newest > self.newest_ts:
             self.newest_ts = newest
-        self.c.last_trade_wall = time.time()
+        self.c._last_trade[0] = time.time()
 
-    def _fill_gap(self, symbol: str, first: int, last: int | None) -> list[Trade]:
-        """Trades first..last (last None: up to now) from REST; counted, never raising."""
-        self.stats.gaps += 1
-        wanted = None if last is None else last - first + 1
+    def _fetch(self, symbol: str, first: int, last: int | None) -> list[Trade] | None:
+        """Trades first..last (last None: up to now) over REST, in id order; None on failure
+        (logged and counted as unrecovered)."""
         if self.spec.backfill is None or self.c.rest is None:
-            self._unrecovered(symbol, first, last, "the venue has no trade backfill")
-            return []
+            self._unrecovered(symbol, first, last, "no trade backfill for this venue/process")
+            return None
         try:
             got = self.spec.backfill(self.c.rest, symbol, first, last)
         except BackfillBanned as exc:
             log.error("%s: %s — backfill disabled for this process", self.spec.name, exc)
             self.c.rest = None
             self._unrecovered(symbol, first, last, str(exc))
-            return []
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            return None
+        except (CandlewaxError, httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             self._unrecovered(symbol, first, last, f"{type(exc).__name__}: {exc}")
-            return []
+            return None
         got = [t for t in got if int(t.id) >= first and (last is None or int(t.id) <= last)]
         got.sort(key=lambda t: int(t.id))
         self.stats.backfilled += len(got)
         metrics.CONNECTOR_BACKFILLED.labels(self.spec.name).inc(len(got))
-        if wanted is not None and len(got) < wanted:
+        return got
+
+    def _fill_gap(self, symbol: str, first: int, last: int) -> list[Trade]:
+        """A gap seen in the live stream: ids first..last are missing."""
+        self.stats.gaps += 1
+        got = self._fetch(symbol, first, last)
+        if got is None:
+            return []
+        wanted = last - first + 1
+        if len(got) < wanted:
             self._unrecovered(symbol, first, last, f"REST returned {len(got)} of {wanted} trades")
         else:
             metrics.CONNECTOR_GAPS.labels(self.spec.name, "backfilled").inc()
             log.info(
-                "%s: backfilled %d trades of %s (ids %d..%s)",
+                "%s: backfilled %d trades of %s (ids %d..%d)",
                 self.spec.name,
                 len(got),
                 symbol,
                 first,
-                last if last is not None else "now",
+                last,
             )
         return got
 
@@ -335,20 +343,27 @@ class _Connection:
             "%s: trades %d..%s of %s are missing and were not backfilled: %s",
             self.spec.name,
             first,
-            last,
+            "now" if last is None else last,
             symbol,
             why,
         )
 
     def _backfill_after_reconnect(self) -> None:
-        """After a reconnect, fetch everything since the last trade seen, per symbol."""
+        """After a reconnect, fetch everything since the last trade seen, per symbol: what was
+        missed while disconnected is a gap only if there was something to miss."""
         for symbol, last in list(self.last_id.items()):
-            got = self._fill_gap(symbol, last + 1, None)
+            got = self._fetch(symbol, last + 1, None)
             if got:
+                self.stats.gaps += 1
+                metrics.CONNECTOR_GAPS.labels(self.spec.name, "backfilled").inc()
+                log.info(
+                    "%s: backfilled %d trades of %s missed while disconnected",
+                    self.spec.name,
+                    len(got),
+                    symbol,
+                )
                 self.last_id[symbol] = int(got[-1].id)
                 self._send(got)
-            else:
-                self.stats.gaps -= 1  # nothing was missing: not a gap
 
 
 class LiveConnector:
@@ -374,16 +389,17 @@ class LiveConnector:
             if rest_url
             else None
         )
-        self.last_trade_wall: float | None = None
+        self._last_trade: list[float | None] = [None]  # wall time of the last trade published
         size = spec.max_symbols_per_connection
         self.connections = [
             _Connection(self, i, symbols[start : start + size])
             for i, start in enumerate(range(0, len(symbols), size))
         ]
+        # The gauge's callback lives in the global registry: it must not keep the connector
+        # (and its producer) alive, so it holds only the clock.
+        clock = self._last_trade
         metrics.CONNECTOR_LAST_TRADE_AGE.labels(spec.name).set_function(
-            lambda: (
-                float("nan") if self.last_trade_wall is None else time.time() - self.last_trade_wall
-            )
+            lambda: float("nan") if clock[0] is None else time.time() - clock[0]
         )
 
     def stats(self) -> ConnectionStats:
