@@ -62,6 +62,7 @@ REASONS = (
     "bad_timestamp",
     "late",
     "venue_frame",
+    "gap",
 )
 
 _DECIMAL_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")

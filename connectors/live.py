@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import orjson
 import websocket
 
 from candlewax import metrics
@@ -112,6 +113,7 @@ class _Connection:
         self.symbols = symbols
         self.stats = ConnectionStats()
         self.last_id: dict[str, int] = {}
+        self.last_ts: dict[str, int] = {}
         self.newest_ts: int | None = None
         base = connector.options.ws_url or self.spec.ws_url
         self.url = self.spec.url_for(base, symbols)
@@ -181,7 +183,10 @@ class _Connection:
                     return None
                 ws.send(message)
             if self.stats.connects > 1:
-                self._backfill_after_reconnect()
+                if self.spec.sequential_ids:
+                    self._backfill_after_reconnect()
+                else:
+                    self._record_blind_gaps()
             return self._read(ws)
         finally:
             # Closing a broken socket can fail in many ways; nothing is left to lose.
@@ -269,6 +274,7 @@ class _Connection:
     def _publish(self, trades: list[Trade]) -> None:
         out: list[Trade] = []
         for trade in trades:
+            self.last_ts[trade.symbol] = max(trade.ts_ms, self.last_ts.get(trade.symbol, 0))
             if self.spec.sequential_ids:
                 tid = int(trade.id)
                 last = self.last_id.get(trade.symbol)
@@ -347,6 +353,29 @@ class _Connection:
             symbol,
             why,
         )
+
+    def _record_blind_gaps(self) -> None:
+        """Venues without trade ids (Finnhub): what happened while disconnected cannot be known
+        or fetched. Say so — metric, log, and a ``gap`` record in ``deadletter`` naming the time
+        range — instead of producing bars that silently miss trades."""
+        now_ms = int(time.time() * 1000)
+        for symbol, last_ts in self.last_ts.items():
+            self.stats.gaps += 1
+            detail = f"{symbol}: no trades received from ts_ms {last_ts} until reconnect at {now_ms}; venue has no backfill"
+            self._unrecovered(symbol, last_ts, now_ms, "no trade backfill for this venue")
+            raw = orjson.dumps(
+                {
+                    "venue": self.spec.name,
+                    "symbol": symbol,
+                    "from_ts_ms": last_ts,
+                    "to_ts_ms": now_ms,
+                }
+            )
+            self.c.producer.dead_letter(
+                DeadLetter(
+                    "gap", detail, raw, {"venue": self.spec.name, "stream": redact(self.url)}
+                )
+            )
 
     def _backfill_after_reconnect(self) -> None:
         """After a reconnect, fetch everything since the last trade seen, per symbol: what was
