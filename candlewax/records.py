@@ -18,7 +18,7 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -120,9 +120,17 @@ def format_scaled(units: int, scale_decimals: int = DECIMALS, min_decimals: int 
 
 
 def divide_rounded(numerator: int, denominator: int) -> int:
-    """``round(numerator / denominator)`` with banker's rounding, on integers only."""
-    q = Decimal(numerator) / Decimal(denominator)
-    return int(q.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    """``round(numerator / denominator)`` with banker's rounding, exactly, at any size.
+
+    (Integer arithmetic: ``Decimal`` division would round to 28 digits first.)
+    """
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
 
 
 def _decimal_field(obj: dict[str, Any], name: str) -> str:

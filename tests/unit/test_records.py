@@ -20,6 +20,7 @@ from candlewax.records import (
     alert_id,
     decode_message,
     decode_trade,
+    divide_rounded,
     format_scaled,
     normalize_symbol,
     to_scaled,
@@ -196,3 +197,14 @@ def test_bar_and_alert_round_trip() -> None:
         "BTCUSDT 5m range 0.21%",
     )
     assert Alert.decode(alert.encode()) == alert
+
+
+@given(st.integers(0, 10**40), st.integers(1, 10**30))
+def test_divide_rounded_is_exact_half_even(numerator: int, denominator: int) -> None:
+    from fractions import Fraction
+
+    exact = Fraction(numerator, denominator)
+    assert divide_rounded(numerator, denominator) == round(exact)  # Fraction rounds half-even
+    assert divide_rounded(3 * denominator + denominator // 2, denominator) == round(
+        Fraction(3 * denominator + denominator // 2, denominator)
+    )
