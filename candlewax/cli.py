@@ -212,7 +212,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from connectors.venues import venue_spec
 
     spec = venue_spec(args.venue)
-    symbols = [s.strip().upper() for s in (args.symbols or "").split(",") if s.strip()]
+    symbols = [s.strip() for s in (args.symbols or "").split(",") if s.strip()]
     if not symbols:
         raise ConfigError("no symbols: pass --symbols BTCUSDT,ETHUSDT")
     settings = _require_broker(_settings(args))
@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("connect", help="live venue websocket → trades (gap-free, backfilled)")
     _common(p)
     _metrics_flags(p)
-    p.add_argument("venue", help="binance or binance-usdm")
+    p.add_argument("venue", help="binance, binance-usdm, coinbase, okx, bybit or finnhub")
     p.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     p.add_argument("--ws-url", help="websocket base URL (testnets, proxies, tests)")
     p.add_argument("--rest-url", help="REST base URL for backfill")

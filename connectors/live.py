@@ -208,7 +208,12 @@ class _Connection:
                     now - last_frame,
                 )
                 return "stale"
-            if now - last_ping >= opts.ping_interval_s:
+            ping_every = (
+                min(opts.ping_interval_s, self.spec.ping[0])
+                if self.spec.ping
+                else opts.ping_interval_s
+            )
+            if now - last_ping >= ping_every:
                 try:
                     if self.spec.ping is not None:
                         ws.send(self.spec.ping[1])
@@ -412,6 +417,7 @@ class LiveConnector:
         self.options = options or LiveOptions()
         self.stop = stop or threading.Event()
         self.limiter = _ConnectLimiter(spec.max_connects_per_5min)
+        spec.subscribe(symbols)  # unknown symbol spellings fail here, not in a connection thread
         rest_url = self.options.rest_url or spec.rest_url
         self.rest: httpx.Client | None = (
             httpx.Client(base_url=rest_url, timeout=self.options.rest_timeout_s)

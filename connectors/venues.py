@@ -19,7 +19,7 @@ import orjson
 
 from candlewax.errors import CandlewaxError, ConfigError, ParseError
 from candlewax.records import Trade
-from connectors import binance
+from connectors import binance, bybit, coinbase, finnhub, okx
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,17 @@ def _binance_url(stream: str) -> Callable[[str, list[str]], str]:
     return url_for
 
 
-def _get_with_limits(client: httpx.Client, path: str, params: dict[str, Any]) -> Any:
-    """GET honouring Binance's rate-limit answers: 429 → wait Retry-After and retry (bounded),
-    418 → BackfillBanned, 5xx/timeouts → capped backoff, 3 tries."""
-    headers = {}
+def _binance_headers() -> dict[str, str]:
     key = os.environ.get("BINANCE_API_KEY")
-    if key:
-        headers["X-MBX-APIKEY"] = key
+    return {"X-MBX-APIKEY": key} if key else {}
+
+
+def _get_with_limits(
+    client: httpx.Client, path: str, params: dict[str, Any], headers: dict[str, str] | None = None
+) -> Any:
+    """GET honouring rate-limit answers: 429 → wait Retry-After and retry (bounded), 418 (Binance
+    IP ban) → BackfillBanned, 5xx/timeouts → capped backoff, 3 tries."""
+    headers = headers or {}
     delay = 0.5
     for attempt in range(6):
         try:
@@ -197,7 +201,79 @@ BINANCE_USDM = VenueSpec(
     backfill=_binance_backfill("binance-usdm", "/fapi/v1/aggTrades", "aggTrade"),
 )
 
-VENUES: dict[str, VenueSpec] = {spec.name: spec for spec in (BINANCE, BINANCE_USDM)}
+# --------------------------------------------------------------------------- other venues
+
+
+def _module_spec(
+    mod: Any,
+    backfill: Callable[[httpx.Client, str, int, int | None], list[Trade]] | None = None,
+    url_for: Callable[[str, list[str]], str] | None = None,
+) -> VenueSpec:
+    """A VenueSpec from a venue module's interface (VENUE, WS_URL, parse_frame, ...)."""
+    return VenueSpec(
+        name=mod.VENUE,
+        ws_url=mod.WS_URL,
+        rest_url=mod.REST_URL if backfill is not None else None,
+        sequential_ids=mod.SEQUENTIAL_IDS,
+        max_symbols_per_connection=mod.MAX_SYMBOLS_PER_CONNECTION,
+        max_lifetime_s=None,
+        ping=mod.PING,
+        url_for=url_for or (lambda base, symbols: base),
+        subscribe=mod.subscribe_messages,
+        parse=lambda frame, recv_ms: mod.parse_frame(frame, recv_ms),
+        control=mod.control,
+        backfill=backfill,
+    )
+
+
+def _coinbase_backfill(
+    client: httpx.Client, symbol: str, first: int, last: int | None
+) -> list[Trade]:
+    """``GET /products/{id}/trades`` pages backwards (newest first): ``after=N`` returns trades
+    with ids below N. Walk back from ``last`` (or from now) until ``first`` is reached."""
+    product = coinbase.native_symbol(symbol)
+    out: list[Trade] = []
+    cursor = None if last is None else last + 1
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if cursor is not None:
+            params["after"] = cursor
+        rows = _get_with_limits(client, f"/products/{product}/trades", params)
+        if not isinstance(rows, list) or not rows:
+            break
+        for row in rows:
+            frame = {"type": "match", "trade_id": row["trade_id"], "product_id": product,
+                     "price": row["price"], "size": row["size"], "side": row["side"],
+                     "time": row["time"]}  # fmt: skip
+            try:
+                out.extend(coinbase.parse_frame(frame))
+            except ParseError as exc:
+                log.warning("backfilled trade of %s rejected: %s", symbol, exc)
+        oldest = min(int(row["trade_id"]) for row in rows)
+        if oldest <= first or len(rows) < 1000:
+            break
+        cursor = oldest
+    return [t for t in out if int(t.id) >= first and (last is None or int(t.id) <= last)]
+
+
+def _finnhub_url(base: str, symbols: list[str]) -> str:
+    token = os.environ.get("FINNHUB_TOKEN")
+    if not token:
+        raise ConfigError(
+            "FINNHUB_TOKEN is not set: Finnhub needs an API token (https://finnhub.io/dashboard); "
+            "export it in the environment (never on the command line)"
+        )
+    return f"{base}?token={token}"
+
+
+OKX = _module_spec(okx)
+COINBASE = _module_spec(coinbase, backfill=_coinbase_backfill)
+BYBIT = _module_spec(bybit)
+FINNHUB = _module_spec(finnhub, url_for=_finnhub_url)
+
+VENUES: dict[str, VenueSpec] = {
+    spec.name: spec for spec in (BINANCE, BINANCE_USDM, OKX, COINBASE, BYBIT, FINNHUB)
+}
 
 
 def venue_spec(name: str) -> VenueSpec:

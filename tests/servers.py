@@ -20,10 +20,14 @@ Session = Callable[[ServerConnection, "WsServer"], Awaitable[None]]
 class WsServer:
     """Each accepted connection runs the next scripted session (the last one repeats)."""
 
-    def __init__(self, sessions: Sequence[Session]) -> None:
+    def __init__(self, sessions: Sequence[Session], expect_subscribe: bool = False) -> None:
         self.sessions = list(sessions)
+        self.expect_subscribe = expect_subscribe
         self.connections = 0
         self.paths: list[str] = []
+        #: Messages the client sent, per connection (the subscription, if expected; sessions
+        #: that read append what they read).
+        self.received: list[list[bytes]] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -60,8 +64,14 @@ class WsServer:
         index = self.connections
         self.connections += 1
         self.paths.append(ws.request.path if ws.request else "")
+        self.received.append([])
         session = self.sessions[min(index, len(self.sessions) - 1)]
         try:
+            if self.expect_subscribe:
+                message = await asyncio.wait_for(ws.recv(), timeout=5)
+                self.received[index].append(
+                    message.encode() if isinstance(message, str) else message
+                )
             await session(ws, self)
         except Exception:  # the client went away mid-script: that is what some tests do
             return

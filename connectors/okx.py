@@ -1,0 +1,290 @@
+"""OKX v5 public websocket frames → normalized :class:`~candlewax.records.Trade` records (pure).
+
+Venue ``okx``: ``wss://ws.okx.com:8443/ws/v5/public``, channel ``trades``, one ``instId`` per
+subscription argument (spot ``BTC-USDT``, and — if asked for by their OKX spelling — swaps
+``BTC-USDT-SWAP`` and futures ``BTC-USD-220527``). A push, as recorded (``OKX.ws.1.0``)::
+
+    {"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",
+     "tradeId":"338476307","px":"30236","sz":"0.0002","side":"buy","ts":"1652459224818"}]}
+
+→ ``Trade(venue="okx", symbol="BTCUSDT", id="338476307", price="30236", qty="0.0002",
+side="buy", ts_ms=1652459224818)``. Every element of ``data`` is one trade.
+
+Field mapping:
+
+- ``ts_ms`` is ``ts``, the fill time in milliseconds, sent as a decimal string.
+- ``side`` is ``side``: "Trade side of taker" (OKX v5 docs, WS / Trades channel and GET / Trades),
+  i.e. already the aggressor.
+- ``price``/``qty`` are ``px``/``sz`` exactly as sent. For SWAP/FUTURES/OPTION ``sz`` counts
+  contracts, not coins (docs: "For spot trading, the unit is base currency; for FUTURES/SWAP/
+  OPTION, the unit is contract").
+- ``symbol`` is ``instId`` through :func:`~candlewax.records.normalize_symbol`: ``BTC-USDT`` →
+  ``BTCUSDT``, ``BTC-USDT-SWAP`` → ``BTCUSDTSWAP``, ``BTC-USD-220527`` → ``BTCUSD220527``.
+  OKX instrument ids differ by more than their dashes, so nothing collides.
+- ``id`` is ``tradeId`` (a string of digits).
+- Every trade goes through :func:`~candlewax.records.decode_trade`; its reasons pass through.
+
+Non-trade frames yield ``[]``: subscription acks ``{"event":"subscribe","arg":{...}}``, errors
+``{"event":"error","code":"60012",...}``, notices, other channels (``books``, ``tickers``), and
+the keep-alive answer, the bare text ``pong``. :func:`control` labels the ones the connection loop
+must act on.
+
+**Trade ids are not consecutive on this channel (SEQUENTIAL_IDS = False).** Today the
+``trades`` channel aggregates (it did not yet when the 2022 recording was made: its pushes carry
+no ``count``): "The system will send only one message per taker order, filled
+price, source. The ``count`` field will be used to represent the number of aggregated matches.
+The ``tradeId`` field in the message becomes the last trade ID in the aggregation ... if
+``tradeId`` = 123 and ``count`` = 3, it means the message aggregates the trades of ``tradeId`` =
+123, 122, and 121" (OKX v5 docs, "WS / Trades channel", okx.com/docs-v5/en/#order-book-trading-
+market-data-ws-trades-channel). Ids are therefore increasing per instrument but skip ``count - 1``
+values after every aggregated push; a gap detector would see false gaps, and backfilling those
+ids from REST would count the aggregated fills twice. The underlying ids *are* consecutive per
+instrument: the 2022 recording (before aggregation) has 69 BTC-USDT and 4 BTC-USD-220527 trades
+whose ids all step by exactly 1, and the docs describe ``tradeId`` - ``count`` + 1 ..
+``tradeId`` as one run. The un-aggregated ``trades-all`` channel ("Every update contain only one
+trade", served from ``/ws/v5/business``) is parsed by :func:`parse_frame` too; a connection that
+subscribes to it instead gets consecutive ids. cryptofeed (``cryptofeed/exchanges/okx.py``)
+reads ``trades`` the same way: ``side`` as is, ``ts`` as integer milliseconds, ``tradeId`` as id.
+
+Keep-alive (OKX v5 docs, Overview / WebSocket): "The connection will break automatically if the
+subscription is not established or data has not been pushed for more than 30 seconds ... If the
+timer is triggered, which means that no new message is received within N seconds, send the
+String 'ping'. Expect a 'pong' as a response." The loop sends ``ping`` every 20 s (:data:`PING`);
+sending it on a busy connection too is harmless and keeps the rule simple. Limits: subscription
+requests "cannot exceed 64 KB" in total length, 3 connection requests per second per IP, 480
+subscribe/unsubscribe/login requests per connection per hour. OKX pushes
+``{"event":"notice","code":"64008","msg":"The connection will soon be closed for a service
+upgrade. Please reconnect."}`` 30 s before a service upgrade (OKX changelog): :func:`control`
+labels it ``"reconnect"``.
+
+REST backfill: ``GET https://www.okx.com/api/v5/market/history-trades?instId=..&type=1&after=
+<tradeId>`` pages individual trades by trade id (100 per page, last 3 months, 20 requests per
+2 s); ``side`` there is the taker side as well.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from candlewax.errors import ConfigError, ParseError
+from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
+
+VENUE = "okx"
+WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
+#: ``/api/v5/market/history-trades`` pages trades by ``tradeId`` (``type=1``): id-based backfill.
+REST_URL: str | None = "https://www.okx.com"
+#: False: the ``trades`` channel sends one message per taker order and price (see above).
+SEQUENTIAL_IDS = False
+#: Our choice: OKX documents no per-connection cap, only 64 KB per subscribe request and 480
+#: requests per hour; 200 instruments keep one connection's blast radius and load moderate.
+MAX_SYMBOLS_PER_CONNECTION = 200
+#: Send the text ``ping`` every 20 s (OKX drops a connection silent for 30 s); it answers ``pong``.
+PING: tuple[float, str] | None = (20.0, "ping")
+
+#: Channels whose pushes carry trades (same fields): aggregated ``trades`` on ``/ws/v5/public``,
+#: one-trade-per-push ``trades-all`` on ``/ws/v5/business``.
+TRADE_CHANNELS = frozenset({"trades", "trades-all"})
+CHANNEL = "trades"
+
+#: Quote currencies recognised when splitting a normalized symbol (``BTCUSDT`` → ``BTC-USDT``),
+#: tried longest first. Anything else must be given in OKX's own spelling (``BASE-QUOTE``).
+QUOTES = ("USDT", "USDC", "USD", "EUR", "BTC", "ETH", "DAI", "OKB", "TRY", "BRL", "AUD", "SGD")
+
+#: Subscription arguments per request: far below the 64 KB request limit (≈ 45 bytes each).
+_ARGS_PER_REQUEST = 100
+_DIGITS_RE = re.compile(r"^[0-9]{1,19}$")
+
+Frame = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any]
+
+
+def native_symbol(symbol: str) -> str:
+    """Our symbol → OKX's ``instId``: ``BTCUSDT`` → ``BTC-USDT``, ``ethbtc`` → ``ETH-BTC``.
+
+    A symbol already spelled with a separator is OKX's own spelling and is kept (upper-cased,
+    ``/`` and ``_`` read as ``-``): ``BTC-USDT``, ``BTC-USDT-SWAP``, ``BTC/USDT`` → ``BTC-USDT``.
+    Otherwise the quote currency is split off the end, trying :data:`QUOTES` longest first
+    (``USDCUSDT`` → ``USDC-USDT``, ``BTCUSDC`` → ``BTC-USDC``). Raises
+    :class:`~candlewax.errors.ConfigError` when no known quote fits: pass ``BASE-QUOTE`` then.
+    """
+    return _split_pair(symbol, QUOTES, "OKX")
+
+
+def subscribe_messages(symbols: list[str]) -> list[str]:
+    """The text frames to send after connecting, ≤ 100 instruments each.
+
+    ``["BTCUSDT"]`` → ``['{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}']``.
+    Duplicates (after :func:`native_symbol`) are subscribed once.
+    """
+    inst_ids = list(dict.fromkeys(native_symbol(s) for s in symbols))
+    return [
+        orjson.dumps(
+            {
+                "op": "subscribe",
+                "args": [{"channel": CHANNEL, "instId": i} for i in chunk],
+            }
+        ).decode()
+        for chunk in _chunks(inst_ids, _ARGS_PER_REQUEST)
+    ]
+
+
+def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
+    """The trades of one OKX public websocket frame (``[]`` for frames that carry none).
+
+    ``frame`` is the raw text/bytes or the already decoded JSON; ``recv_ms`` is the local receive
+    time written into every trade. Raises :class:`~candlewax.errors.ParseError`: ``json`` for
+    text that is neither JSON nor ``pong``, ``venue_frame`` for JSON that is not an OKX message
+    (or a trades push without its ``data`` list), ``missing_field``/``bad_type`` for a trade
+    without its fields, and :func:`~candlewax.records.decode_trade`'s reasons for bad values.
+    """
+    obj = _load(frame)
+    if obj is _PONG:
+        return []
+    if not isinstance(obj, dict):
+        raise ParseError("venue_frame", f"an OKX frame is a JSON object, got {_kind(obj)}")
+    if "event" in obj:  # subscribe / unsubscribe / error / notice / login acks
+        return []
+    arg = obj.get("arg")
+    if not isinstance(arg, dict):
+        raise ParseError("venue_frame", f"no 'event' and no 'arg' object (keys: {_keys(obj)})")
+    channel = arg.get("channel")
+    if not isinstance(channel, str):
+        raise ParseError("venue_frame", f"arg.channel is a {_kind(channel)}, expected a string")
+    if channel not in TRADE_CHANNELS:
+        return []
+    data = obj.get("data")
+    if not isinstance(data, list):
+        raise ParseError("venue_frame", f"a {channel} push without a data list ({_kind(data)})")
+    return [_trade(item, arg.get("instId"), recv_ms) for item in data]
+
+
+def control(frame: Any) -> str | None:
+    """What the connection loop must react to, or ``None`` (never raises).
+
+    ``pong`` (the answer to our ``ping``) → ``"pong"``; ``{"event":"subscribe",...}`` →
+    ``"subscribed"``; ``{"event":"error",...}`` (a rejected request; the loop logs it) →
+    ``"error"``; ``{"event":"notice",...}`` (64008, service upgrade in 30 s) → ``"reconnect"``.
+    """
+    if isinstance(frame, memoryview):
+        frame = frame.tobytes()
+    if isinstance(frame, str):
+        if _is_pong(frame):
+            return "pong"
+        if '"event"' not in frame:
+            return None  # trade pushes: no second JSON decode on the hot path
+    elif isinstance(frame, bytes | bytearray):
+        if _is_pong(frame):
+            return "pong"
+        if b'"event"' not in frame:
+            return None
+    try:
+        obj = _load(frame)
+    except ParseError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    event = obj.get("event")
+    if event == "subscribe":
+        return "subscribed"
+    if event == "error":
+        return "error"
+    if event == "notice":
+        return "reconnect"
+    return None
+
+
+# --------------------------------------------------------------------------- internals
+
+_PONG = object()
+
+
+def _trade(item: Any, arg_inst_id: Any, recv_ms: int | None) -> Trade:
+    if not isinstance(item, dict):
+        raise ParseError("venue_frame", f"a trade is a JSON object, got {_kind(item)}")
+    inst_id = item.get("instId", arg_inst_id)
+    if inst_id is None or inst_id == "":
+        raise ParseError("missing_field", "instId")
+    if not isinstance(inst_id, str):
+        raise ParseError("bad_type", f"instId is a {_kind(inst_id)}")
+    if item.get("side") is None:  # the aggressor is always sent: its absence is a schema change
+        raise ParseError("missing_field", "side")
+    return _decode(
+        {
+            "venue": VENUE,
+            "symbol": normalize_symbol(inst_id),
+            "id": item.get("tradeId"),
+            "price": item.get("px"),
+            "qty": item.get("sz"),
+            "side": item.get("side"),
+            "ts_ms": _ms(item.get("ts")),
+            "recv_ms": recv_ms,
+        }
+    )
+
+
+def _ms(value: Any) -> Any:
+    """OKX sends times as digit strings: ``"1652459224818"`` → 1652459224818. Anything else is
+    left for :func:`decode_trade` to judge (and reject with ``bad_timestamp``)."""
+    if isinstance(value, str) and _DIGITS_RE.match(value):
+        return int(value)
+    return value
+
+
+def _decode(obj: dict[str, Any]) -> Trade:
+    """:func:`decode_trade` of a trade dict built from a frame (never a heartbeat)."""
+    record = decode_trade(obj)
+    if isinstance(record, Heartbeat):  # pragma: no cover - no "type" key is ever passed
+        raise ParseError("venue_frame", "not a trade")
+    return record
+
+
+def _load(frame: Any) -> Any:
+    if isinstance(frame, dict | list):
+        return frame
+    if isinstance(frame, bytes | bytearray | memoryview | str):
+        if _is_pong(frame):
+            return _PONG
+        try:
+            return orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError("json", str(exc)[:200]) from None
+    raise ParseError("venue_frame", f"a frame is text, bytes or decoded JSON, got {_kind(frame)}")
+
+
+def _is_pong(frame: bytes | bytearray | memoryview | str) -> bool:
+    """The keep-alive answer: the bare text ``pong`` (not JSON)."""
+    if len(frame) > 8:
+        return False
+    text = frame if isinstance(frame, str) else bytes(frame).decode("latin-1")
+    return text.strip() == "pong"
+
+
+def _split_pair(symbol: str, quotes: tuple[str, ...], venue: str) -> str:
+    if not isinstance(symbol, str) or not symbol.strip():
+        raise ConfigError(f"{venue} symbol {symbol!r} is empty; pass e.g. BTCUSDT or BTC-USDT")
+    text = symbol.strip().upper().replace("/", "-").replace("_", "-")
+    if "-" in text:
+        if any(not part for part in text.split("-")):
+            raise ConfigError(f"{venue} symbol {symbol!r} has an empty part; pass e.g. BTC-USDT")
+        return text
+    for quote in sorted(quotes, key=len, reverse=True):
+        if text.endswith(quote) and len(text) > len(quote):
+            return f"{text[: -len(quote)]}-{quote}"
+    raise ConfigError(
+        f"cannot tell the quote currency of {venue} symbol {symbol!r} (known quotes: "
+        f"{', '.join(quotes)}); pass the venue spelling BASE-QUOTE, e.g. BTC-USDT"
+    )
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _keys(obj: dict[str, Any]) -> str:
+    return ",".join(str(k) for k in list(obj)[:8])
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__

@@ -1,0 +1,195 @@
+"""Coinbase, Finnhub and OKX through the live connection loop, against real local servers that
+replay recorded frames and speak each venue's keep-alive and backfill semantics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.server import ServerConnection
+
+from candlewax.errors import ConfigError
+from candlewax.records import DeadLetter, Trade, decode_message
+from candlewax.settings import Settings
+from connectors.live import LiveConnector, LiveOptions
+from connectors.producer import TradeProducer
+from connectors.venues import COINBASE, FINNHUB, OKX
+from tests.conftest import FIXTURES
+from tests.kafka_read import read_topic
+from tests.servers import RestServer, WsServer, drop, hold, send_all
+
+pytestmark = pytest.mark.integration
+
+
+def cryptofeed_frames(name: str, wanted: str) -> list[str]:
+    """Recorded frames (server → client) of a cryptofeed capture that contain ``wanted``."""
+    out = []
+    for line in (FIXTURES / "cryptofeed" / name).read_text().splitlines()[1:]:
+        head, sep, text = line.partition(": ")
+        if not sep or " <- " in head:
+            continue
+        if wanted in text:
+            out.append(text)
+    return out
+
+
+def run_until(connector: LiveConnector, done: Any, timeout_s: float = 40) -> None:
+    runner = threading.Thread(target=connector.run)
+    runner.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)  # poll the condition; the deadline bounds it
+    finally:
+        connector.stop.set()
+        runner.join(timeout=30)
+
+
+def kafka_trades(settings: Settings) -> list[Trade]:
+    values = [v for *_, v in read_topic(settings.bootstrap_servers, settings.topic("trades"))]
+    return [r for v in values for r in decode_message(v)[0] if isinstance(r, Trade)]
+
+
+class CoinbaseRest(RestServer):
+    """``GET /products/{id}/trades?after=N``: newest first, ids below N (Coinbase's cursor)."""
+
+    def _answer(self, path: str, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        if not path.endswith("/trades"):
+            return 404, b"{}", {}
+        after = int(query["after"]) if "after" in query else 1 << 62
+        limit = int(query.get("limit", "100"))
+        rows = [
+            r for r in self.rows if r["trade_id"] < after and r["trade_id"] <= self.available_until
+        ]
+        rows.sort(key=lambda r: -r["trade_id"])
+        return 200, orjson.dumps(rows[:limit]), {}
+
+
+def test_coinbase_gaps_are_backfilled_with_the_after_cursor(settings: Settings) -> None:
+    frames = [
+        f
+        for f in cryptofeed_frames("COINBASE.ws.28.0", '"product_id":"SKL-USD"')
+        if '"type":"match"' in f
+    ]
+    matches = [orjson.loads(f) for f in frames]
+    ids = [m["trade_id"] for m in matches]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # the recording is gap-free
+    rest = CoinbaseRest(
+        [{k: m[k] for k in ("trade_id", "price", "size", "side", "time")} for m in matches]
+    )
+
+    async def first(ws: ServerConnection, server: WsServer) -> None:
+        rest.available_until = ids[19]
+        await send_all(ws, frames[:20])
+        rest.available_until = ids[29]
+        await drop(ws)
+
+    async def second(ws: ServerConnection, server: WsServer) -> None:
+        rest.available_until = ids[-1]
+        await send_all(ws, frames[30:40] + frames[45:])  # 40-44 lost inside the session
+        await hold(ws)
+
+    stop = threading.Event()
+    with WsServer([first, second], expect_subscribe=True) as ws_server, rest:
+        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        options = LiveOptions(ws_url=ws_server.url, rest_url=rest.url, backoff_initial_s=0.1)
+        connector = LiveConnector(COINBASE, ["SKL-USD"], producer, options, stop)
+        run_until(connector, lambda: connector.stats().trades >= len(ids))
+    trades = kafka_trades(settings)
+    assert [int(t.id) for t in trades] == ids
+    # Coinbase's `side` is the maker's: the aggressor is the other side.
+    assert [t.side for t in trades] == ["buy" if m["side"] == "sell" else "sell" for m in matches]
+    assert connector.stats().unrecovered == 0
+    assert b'"subscribe"' in b"".join(ws_server.received[0]) and b"SKL-USD" in b"".join(
+        ws_server.received[0]
+    )
+
+
+def test_finnhub_token_stays_out_of_logs_and_reconnects_leave_gap_records(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = (
+        (FIXTURES / "derived" / "finnhub_envelope_from_binance_btcusdt_20240808.jsonl")
+        .read_text()
+        .splitlines()
+    )
+    monkeypatch.setenv("FINNHUB_TOKEN", "s3cr3t-token-value")
+    caplog.set_level(logging.DEBUG)
+
+    async def first(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, lines[:10])
+        await drop(ws)
+
+    async def second(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, lines[10:20])
+        await hold(ws)
+
+    expected = sum(len([d for d in orjson.loads(x)["data"] if d["v"]]) for x in lines[:20])
+    stop = threading.Event()
+    with WsServer([first, second]) as ws_server:
+        producer = TradeProducer(
+            settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+        )
+        options = LiveOptions(ws_url=ws_server.url, backoff_initial_s=0.1)
+        connector = LiveConnector(FINNHUB, ["BINANCE:BTCUSDT"], producer, options, stop)
+        run_until(connector, lambda: connector.stats().trades >= expected)
+    assert ws_server.paths[0] == "/?token=s3cr3t-token-value"  # the venue gets it ...
+    ours = [r.getMessage() for r in caplog.records if not r.name.startswith("websockets")]
+    assert ours and not any(
+        "s3cr3t" in m for m in ours
+    )  # ... nobody else does (the server's own logs aside)
+    trades = kafka_trades(settings)
+    assert len(trades) == expected and {t.symbol for t in trades} == {"BINANCE:BTCUSDT"}
+    (gap,) = [
+        DeadLetter.decode(v)
+        for *_, v in read_topic(settings.bootstrap_servers, settings.topic("deadletter"))
+    ]
+    assert gap.reason == "gap" and "s3cr3t" not in gap.encode().decode()
+    window = orjson.loads(gap.raw)
+    assert window["from_ts_ms"] == max(
+        t.ts_ms for t in trades[: sum(1 for t in trades if t.ts_ms <= window["from_ts_ms"])]
+    )
+    assert connector.stats().unrecovered == 1
+
+
+def test_finnhub_without_token_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FINNHUB_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="FINNHUB_TOKEN is not set"):
+        LiveConnector(
+            FINNHUB, ["AAPL"], producer=None, options=LiveOptions(ws_url="ws://127.0.0.1:9")
+        )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("answers_pings", [True, False])
+def test_okx_text_pings_keep_a_quiet_connection_alive(
+    settings: Settings, answers_pings: bool
+) -> None:
+    """OKX wants the text "ping" and answers "pong": a silent but answering server is healthy;
+    one that stops answering is stale and gets a new connection."""
+
+    async def quiet(ws: ServerConnection, server: WsServer) -> None:
+        async for message in ws:
+            server.received[-1].append(message.encode() if isinstance(message, str) else message)
+            if message == "ping" and answers_pings:
+                await ws.send("pong")
+
+    stop = threading.Event()
+    with WsServer([quiet]) as ws_server:
+        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        options = LiveOptions(ws_url=ws_server.url, ping_interval_s=0.2, stale_after_s=1.0)
+        connector = LiveConnector(OKX, ["BTCUSDT"], producer, options, stop)
+        deadline = time.monotonic() + 3.0
+        run_until(connector, lambda: time.monotonic() > deadline, timeout_s=10)
+    received = b"".join(ws_server.received[0])
+    assert b'"instId":"BTC-USDT"' in received and b"ping" in received
+    stale = connector.stats().reconnects.get("stale", 0)
+    assert (stale == 0) if answers_pings else (stale >= 1)
+
+
+def test_unknown_symbol_spelling_fails_before_connecting() -> None:
+    with pytest.raises(ConfigError):
+        LiveConnector(COINBASE, ["NOTAPAIR"], producer=None, options=LiveOptions())  # type: ignore[arg-type]
