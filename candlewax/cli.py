@@ -212,10 +212,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from connectors.venues import venue_spec
 
     spec = venue_spec(args.venue)
-    symbols = [s.strip() for s in (args.symbols or "").split(",") if s.strip()]
+    settings = _settings(args, symbols=args.symbols or None)
+    symbols = list(settings.symbols)
     if not symbols:
-        raise ConfigError("no symbols: pass --symbols BTCUSDT,ETHUSDT")
-    settings = _require_broker(_settings(args))
+        raise ConfigError("no symbols: pass --symbols BTCUSDT,ETHUSDT or set symbols in the config")
+    settings = _require_broker(settings)
     ensure_topics(settings)
     _serve_metrics(args, settings)
     stop = _stop_on_signals()
@@ -463,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _metrics_flags(p)
     p.add_argument("venue", help="binance, binance-usdm, coinbase, okx, bybit or finnhub")
-    p.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    p.add_argument(
+        "--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT (or `symbols` in the config)"
+    )
     p.add_argument("--ws-url", help="websocket base URL (testnets, proxies, tests)")
     p.add_argument("--rest-url", help="REST base URL for backfill")
     p.add_argument("--exit-after", type=float, default=None, help="stop cleanly after N seconds")

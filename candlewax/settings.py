@@ -49,6 +49,8 @@ class Settings:
     exit_when_done: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    #: Symbols for `candlewax connect` when --symbols is not given.
+    symbols: tuple[str, ...] = ()
     #: Extra librdkafka settings (security.protocol, sasl.*...) for every client.
     kafka: Mapping[str, str] = field(default_factory=dict)
 
@@ -142,7 +144,7 @@ def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
                 pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
                 return {k.strip(): v.strip() for k, v in pairs}
             return {str(k): str(v) for k, v in dict(value).items()}
-        if key == "intervals":
+        if key in ("intervals", "symbols"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(i.strip() for i in items if i.strip())
         if "Path" in text:

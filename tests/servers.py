@@ -20,8 +20,14 @@ Session = Callable[[ServerConnection, "WsServer"], Awaitable[None]]
 class WsServer:
     """Each accepted connection runs the next scripted session (the last one repeats)."""
 
-    def __init__(self, sessions: Sequence[Session], expect_subscribe: bool = False) -> None:
+    def __init__(
+        self,
+        sessions: Sequence[Session],
+        expect_subscribe: bool = False,
+        ping_interval: float | None = None,
+    ) -> None:
         self.sessions = list(sessions)
+        self.ping_interval = ping_interval
         self.expect_subscribe = expect_subscribe
         self.connections = 0
         self.paths: list[str] = []
@@ -55,7 +61,9 @@ class WsServer:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
-        async with serve(self._handle, "127.0.0.1", 0, ping_interval=None) as server:
+        async with serve(
+            self._handle, "127.0.0.1", 0, ping_interval=self.ping_interval, ping_timeout=1.0
+        ) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stopped

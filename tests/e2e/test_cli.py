@@ -245,3 +245,46 @@ def test_connect_command_against_local_servers() -> None:
     assert ids == [str(d["t"]) for d in data[:400]]
     assert "binance: 400 trades published (200 backfilled" in result.stdout
     assert "reconnects {'dropped': 1}" in result.stdout
+
+
+def test_connect_stops_cleanly_on_sigterm_with_everything_delivered() -> None:
+    from websockets.asyncio.server import ServerConnection
+
+    from tests.integration.test_live_binance import recorded
+    from tests.kafka_read import read_topic
+    from tests.servers import WsServer, hold, send_all
+
+    frames, data = recorded()
+
+    async def session(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[:150])
+        await hold(ws)
+
+    with EmbeddedBroker() as broker, WsServer([session]) as ws_server:
+        env = {**os.environ, "CANDLEWAX_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+        proc = subprocess.Popen(
+            [*CLI, "connect", "binance", "--symbols", "BTCUSDT", "--ws-url", ws_server.url, "--rest-url", "http://127.0.0.1:9"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # poll until trades are flowing, then stop it
+                if (
+                    ws_server.connections
+                    and len(read_topic(broker.bootstrap_servers, "trades", timeout_s=10)) >= 50
+                ):
+                    break
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
+        ids = [
+            orjson.loads(v)["id"]
+            for *_, v in read_topic(broker.bootstrap_servers, "trades")
+            if b'"heartbeat"' not in v
+        ]
+    published = int(out.split(" trades published")[0].rsplit(" ", 1)[1])
+    assert ids == [str(d["t"]) for d in data[:published]]  # what it says it sent is in Kafka
+    assert published > 0
+    assert "received SIGTERM, stopping" in err

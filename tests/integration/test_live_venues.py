@@ -3,6 +3,7 @@ replay recorded frames and speak each venue's keep-alive and backfill semantics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -193,3 +194,43 @@ def test_okx_text_pings_keep_a_quiet_connection_alive(
 def test_unknown_symbol_spelling_fails_before_connecting() -> None:
     with pytest.raises(ConfigError):
         LiveConnector(COINBASE, ["NOTAPAIR"], producer=None, options=LiveOptions())  # type: ignore[arg-type]
+
+
+def test_server_pings_are_answered_and_rotation_reconnects_without_loss(settings: Settings) -> None:
+    """The server pings every 0.2 s and drops clients that do not pong within 1 s: the connector
+    must stay connected. With a 1.5 s lifetime it rotates proactively; trades sent around the
+    rotations are backfilled, so Kafka gets every id exactly once, in order."""
+    frames = [
+        f
+        for f in cryptofeed_frames("COINBASE.ws.28.0", '"product_id":"SKL-USD"')
+        if '"type":"match"' in f
+    ]
+    matches = [orjson.loads(f) for f in frames]
+    ids = [m["trade_id"] for m in matches]
+    rest = CoinbaseRest(
+        [{k: m[k] for k in ("trade_id", "price", "size", "side", "time")} for m in matches]
+    )
+    served = {"next": 0}
+
+    async def trickle(ws: ServerConnection, server: WsServer) -> None:
+        while served["next"] < len(frames):  # 2 frames per 0.1 s, continuing across sessions
+            chunk = frames[served["next"] : served["next"] + 2]
+            served["next"] += len(chunk)
+            rest.available_until = ids[served["next"] - 1]
+            await send_all(ws, chunk)
+            await asyncio.sleep(0.1)
+        await hold(ws)
+
+    stop = threading.Event()
+    with WsServer([trickle], ping_interval=0.2) as ws_server, rest:
+        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        options = LiveOptions(
+            ws_url=ws_server.url, rest_url=rest.url, max_lifetime_s=1.0, ping_interval_s=5.0,
+            stale_after_s=10.0, backoff_initial_s=0.1,
+        )  # fmt: skip
+        connector = LiveConnector(COINBASE, ["SKL-USD"], producer, options, stop)
+        run_until(connector, lambda: connector.stats().trades >= len(ids))
+    stats = connector.stats()
+    assert stats.reconnects.get("rotation", 0) >= 1
+    assert set(stats.reconnects) == {"rotation"}  # pings answered: never dropped for silence
+    assert [int(t.id) for t in kafka_trades(settings)] == ids
