@@ -263,7 +263,8 @@ def test_connect_stops_cleanly_on_sigterm_with_everything_delivered() -> None:
     with EmbeddedBroker() as broker, WsServer([session]) as ws_server:
         env = {**os.environ, "CANDLEWAX_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
         proc = subprocess.Popen(
-            [*CLI, "connect", "binance", "--symbols", "BTCUSDT", "--ws-url", ws_server.url, "--rest-url", "http://127.0.0.1:9"],
+            [*CLI, "connect", "binance", "--symbols", "BTCUSDT", "--ws-url", ws_server.url,
+             "--rest-url", "http://127.0.0.1:9", "--metrics-port", "0"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -275,6 +276,11 @@ def test_connect_stops_cleanly_on_sigterm_with_everything_delivered() -> None:
                 ):
                     break
                 time.sleep(0.1)
+            # Its metrics endpoint (first line of output) serves the connector's counters.
+            metrics_line = proc.stdout.readline()  # type: ignore[union-attr]
+            url = re.search(r"http://\S+/metrics", metrics_line).group(0)  # type: ignore[union-attr]
+            assert _counter(url, "candlewax_connector_messages_total") >= 50
+            assert _counter(url, "candlewax_produced_messages_total") >= 50
         finally:
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)

@@ -1,0 +1,40 @@
+"""How the live connector plans connections (no network needed)."""
+
+from __future__ import annotations
+
+from connectors.live import LiveConnector, LiveOptions, _ConnectLimiter, redact
+from connectors.venues import BINANCE
+
+
+def test_symbols_are_split_across_connections_by_the_venue_limit() -> None:
+    symbols = [f"SYM{i:04d}USDT" for i in range(450)]
+    connector = LiveConnector(
+        BINANCE, symbols, producer=None, options=LiveOptions(ws_url="ws://h:1")
+    )  # type: ignore[arg-type]
+    sizes = [len(c.symbols) for c in connector.connections]
+    assert sizes == [200, 200, 50]
+    assert [s for c in connector.connections for s in c.symbols] == symbols  # each exactly once
+    first = connector.connections[0].url
+    assert first.startswith("ws://h:1/stream?streams=sym0000usdt@trade/sym0001usdt@trade/")
+    assert first.count("@trade") == 200
+
+
+def test_connect_attempts_are_limited_per_five_minutes() -> None:
+    limiter = _ConnectLimiter(3)
+    assert [limiter.wait_time() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert 299 < limiter.wait_time() <= 300  # the 4th waits for the oldest to age out
+
+
+def test_rotation_lifetime_is_jittered_below_the_venue_limit() -> None:
+    lifetimes = {
+        LiveConnector(BINANCE, ["BTCUSDT"], producer=None).connections[0].lifetime_s  # type: ignore[arg-type]
+        for _ in range(20)
+    }
+    assert len(lifetimes) > 1  # not in lock-step
+    assert all(0.9 * 24 * 3600 <= t <= 24 * 3600 for t in lifetimes if t is not None)
+
+
+def test_logged_urls_carry_no_secrets() -> None:
+    assert (
+        redact("wss://user:pw@ws.finnhub.io:443/path?token=abc") == "wss://ws.finnhub.io:443/path"
+    )
