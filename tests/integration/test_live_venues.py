@@ -18,7 +18,7 @@ from candlewax.records import DeadLetter, Trade, decode_message
 from candlewax.settings import Settings
 from connectors.live import LiveConnector, LiveOptions
 from connectors.producer import TradeProducer
-from connectors.venues import COINBASE, FINNHUB, OKX
+from connectors.venues import BYBIT, COINBASE, FINNHUB, OKX
 from tests.conftest import FIXTURES
 from tests.kafka_read import read_topic
 from tests.servers import RestServer, WsServer, drop, hold, send_all
@@ -234,3 +234,57 @@ def test_server_pings_are_answered_and_rotation_reconnects_without_loss(settings
     assert stats.reconnects.get("rotation", 0) >= 1
     assert set(stats.reconnects) == {"rotation"}  # pings answered: never dropped for silence
     assert [int(t.id) for t in kafka_trades(settings)] == ids
+
+
+def test_bybit_v5_subscribe_ack_trades_and_json_pings(settings: Settings) -> None:
+    """A Bybit v5 spot session: the subscribe request is acknowledged, real BTCUSDT trades are
+    pushed in v5 form, and the client's {"op":"ping"} keep-alives are answered — so a tight
+    stale watchdog never fires."""
+    from tests.integration.test_live_binance import recorded
+
+    _, data = recorded()
+    pushes = [
+        orjson.dumps(
+            {"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": d["E"], "data": [
+                {"T": d["T"], "s": "BTCUSDT", "S": "Sell" if d["m"] else "Buy", "v": d["q"],
+                 "p": d["p"], "L": "ZeroPlusTick", "i": f"bybit-{d['t']}", "BT": False}]}
+        ).decode()
+        for d in data[:120]
+    ]  # fmt: skip
+
+    async def session(ws: ServerConnection, server: WsServer) -> None:
+        async for message in ws:
+            server.received[-1].append(message.encode() if isinstance(message, str) else message)
+            request = orjson.loads(message)
+            if request.get("op") == "subscribe":
+                await ws.send(
+                    orjson.dumps(
+                        {"success": True, "ret_msg": "", "conn_id": "c1", "op": "subscribe"}
+                    ).decode()
+                )
+                await send_all(ws, pushes)
+            elif request.get("op") == "ping":
+                await ws.send(
+                    orjson.dumps(
+                        {"success": True, "ret_msg": "pong", "conn_id": "c1", "op": "ping"}
+                    ).decode()
+                )
+
+    stop = threading.Event()
+    with WsServer([session]) as ws_server:
+        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        options = LiveOptions(ws_url=ws_server.url, ping_interval_s=0.2, stale_after_s=1.0)
+        connector = LiveConnector(BYBIT, ["BTCUSDT"], producer, options, stop)
+        deadline = time.monotonic() + 2.5  # long enough for several pings past stale_after_s
+        run_until(
+            connector, lambda: time.monotonic() > deadline and connector.stats().trades >= 120
+        )
+    trades = kafka_trades(settings)
+    assert [(t.id, t.price, t.qty, t.ts_ms) for t in trades] == [
+        (f"bybit-{d['t']}", d["p"], d["q"], d["T"]) for d in data[:120]
+    ]
+    assert [t.side for t in trades] == ["sell" if d["m"] else "buy" for d in data[:120]]
+    received = [orjson.loads(m) for m in ws_server.received[0]]
+    assert received[0] == {"op": "subscribe", "args": ["publicTrade.BTCUSDT"]}
+    assert sum(1 for m in received if m.get("op") == "ping") >= 5
+    assert connector.stats().reconnects == {}
