@@ -38,3 +38,35 @@ def test_logged_urls_carry_no_secrets() -> None:
     assert (
         redact("wss://user:pw@ws.finnhub.io:443/path?token=abc") == "wss://ws.finnhub.io:443/path"
     )
+
+
+def _delays(healthy_after_s: float, failures: int) -> list[float]:
+    """The waits the reconnect loop asks for after ``failures`` dropped sessions."""
+    options = LiveOptions(
+        ws_url="ws://h:1", backoff_initial_s=1.0, backoff_max_s=8.0, healthy_after_s=healthy_after_s
+    )
+    connector = LiveConnector(BINANCE, ["BTCUSDT"], producer=None, options=options)  # type: ignore[arg-type]
+    conn = connector.connections[0]
+    outcomes = iter(["dropped"] * failures + [None])
+    conn._session = lambda: next(outcomes)  # type: ignore[method-assign]
+    waits: list[float] = []
+
+    def record(timeout: float | None = None) -> bool:
+        waits.append(timeout or 0.0)
+        return False
+
+    connector.stop.wait = record  # type: ignore[method-assign]
+    conn.run()
+    return waits
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    waits = _delays(healthy_after_s=1e9, failures=6)
+    steps = [1, 2, 4, 8, 8, 8]  # doubling from 1 s, capped at 8 s
+    assert len(waits) == len(steps)
+    assert all(0.5 * s <= w <= s for w, s in zip(waits, steps, strict=True))
+
+
+def test_backoff_resets_after_a_healthy_connection() -> None:
+    waits = _delays(healthy_after_s=0.0, failures=6)  # every session counts as healthy
+    assert all(0.5 <= w <= 1.0 for w in waits)
