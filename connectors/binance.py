@@ -58,10 +58,9 @@ import logging
 import re
 from typing import Any
 
-import orjson
-
 from candlewax.errors import ConfigError, ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
+from connectors.frames import load_json, type_name
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +124,14 @@ def parse_frame(frame: Frame, venue: str = "binance", recv_ms: int | None = None
     """
     if venue not in VENUES:
         raise ConfigError(f"unknown Binance venue {venue!r}; expected one of {', '.join(VENUES)}")
-    obj = _load(frame)
+    obj = load_json(frame)
     if isinstance(obj, list):
         trades: list[Trade] = []
         for event in obj:
             trades.extend(_parse_event(event, venue, recv_ms))
         return trades
     if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"a Binance frame is a JSON object, got {_kind(obj)}")
+        raise ParseError("venue_frame", f"a Binance frame is a JSON object, got {type_name(obj)}")
     data = _unwrap(obj)
     if isinstance(data, list):
         trades = []
@@ -165,7 +164,7 @@ def parse_kline(frame: Frame) -> dict[str, Any] | None:
 
     Raises :class:`ParseError` for text that is not JSON or a kline event missing its fields.
     """
-    obj = _load(frame)
+    obj = load_json(frame)
     if not isinstance(obj, dict):
         return None
     data = _unwrap(obj)
@@ -179,13 +178,13 @@ def parse_kline(frame: Frame) -> dict[str, Any] | None:
         if value is None:
             raise ParseError("missing_field", f"k.{name}")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParseError("bad_type", f"k.{name} is a {_kind(value)}")
+            raise ParseError("bad_type", f"k.{name} is a {type_name(value)}")
     for name in _KLINE_DECIMALS:
         value = k.get(name)
         if value is None:
             raise ParseError("missing_field", f"k.{name}")
         if not isinstance(value, str):
-            raise ParseError("bad_type", f"k.{name} is a {_kind(value)}")
+            raise ParseError("bad_type", f"k.{name} is a {type_name(value)}")
     closed = k.get("x")
     if not isinstance(closed, bool):
         raise ParseError("missing_field" if closed is None else "bad_type", "k.x")
@@ -216,17 +215,6 @@ def parse_kline(frame: Frame) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- internals
 
 
-def _load(frame: Frame) -> Any:
-    if isinstance(frame, dict | list):
-        return frame
-    if isinstance(frame, bytes | bytearray | memoryview | str):
-        try:
-            return orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError("json", str(exc)[:200]) from None
-    raise ParseError("venue_frame", f"a frame is text, bytes or decoded JSON, got {_kind(frame)}")
-
-
 def _unwrap(obj: dict[str, Any]) -> Any:
     """The event inside a combined-stream envelope, or the object itself."""
     if "stream" not in obj:
@@ -247,21 +235,21 @@ def _is_eventless(obj: dict[str, Any]) -> bool:
 
 def _parse_event(event: Any, venue: str, recv_ms: int | None) -> list[Trade]:
     if not isinstance(event, dict):
-        raise ParseError("venue_frame", f"a Binance event is a JSON object, got {_kind(event)}")
+        raise ParseError("venue_frame", f"a Binance event is a JSON object, got {type_name(event)}")
     kind = event.get("e")
     if kind is None:
         if _is_eventless(event):
             return []
         raise ParseError("venue_frame", f"no event type 'e' (keys: {','.join(list(event)[:8])})")
     if not isinstance(kind, str):
-        raise ParseError("venue_frame", f"event type 'e' is a {_kind(kind)}")
+        raise ParseError("venue_frame", f"event type 'e' is a {type_name(kind)}")
     id_field = _ID_FIELD.get(kind)
     if id_field is None:
         return []
     if kind == "trade" and "X" in event:
         execution = event["X"]
         if not isinstance(execution, str):
-            raise ParseError("bad_type", f"X is a {_kind(execution)}, expected a string")
+            raise ParseError("bad_type", f"X is a {type_name(execution)}, expected a string")
         if execution not in KLINE_TRADE_TYPES:
             return []  # insurance-fund / ADL / NA executions: not market trades
     for name in ("s", id_field, "p", "q", "T", "m"):
@@ -269,10 +257,10 @@ def _parse_event(event: Any, venue: str, recv_ms: int | None) -> list[Trade]:
             raise ParseError("missing_field", name)
     symbol = event["s"]
     if not isinstance(symbol, str):
-        raise ParseError("bad_type", f"s is a {_kind(symbol)}")
+        raise ParseError("bad_type", f"s is a {type_name(symbol)}")
     maker = event["m"]
     if not isinstance(maker, bool):
-        raise ParseError("bad_type", f"m is a {_kind(maker)}, expected a boolean")
+        raise ParseError("bad_type", f"m is a {type_name(maker)}, expected a boolean")
     trade = _decode(
         {
             "venue": venue,
@@ -294,7 +282,3 @@ def _decode(obj: dict[str, Any]) -> Trade:
     if isinstance(record, Heartbeat):  # unreachable: no "type" key is ever passed
         raise ParseError("venue_frame", "not a trade")
     return record
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__

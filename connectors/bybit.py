@@ -71,6 +71,7 @@ import orjson
 
 from candlewax.errors import ConfigError, ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
+from connectors.frames import keys, load_json, type_name
 
 VENUE = "bybit"
 WS_URL = "wss://stream.bybit.com/v5/public/spot"
@@ -128,16 +129,16 @@ def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
     push without its ``data`` list), ``missing_field``/``bad_type``/``bad_side`` for a trade
     without valid fields, and :func:`~candlewax.records.decode_trade`'s reasons for bad values.
     """
-    obj = _load(frame)
+    obj = load_json(frame)
     if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"a Bybit frame is a JSON object, got {_kind(obj)}")
+        raise ParseError("venue_frame", f"a Bybit frame is a JSON object, got {type_name(obj)}")
     topic = obj.get("topic")
     if topic is None:
         if "op" in obj or "success" in obj:  # acks, pongs, errors
             return []
-        raise ParseError("venue_frame", f"no 'topic', 'op' or 'success' (keys: {_keys(obj)})")
+        raise ParseError("venue_frame", f"no 'topic', 'op' or 'success' (keys: {keys(obj)})")
     if not isinstance(topic, str):
-        raise ParseError("venue_frame", f"'topic' is a {_kind(topic)}, expected a string")
+        raise ParseError("venue_frame", f"'topic' is a {type_name(topic)}, expected a string")
     name, _, topic_symbol = topic.partition(".")
     if name == TOPIC:
         return [_v5_trade(item, topic_symbol, recv_ms) for item in _data(obj, topic)]
@@ -155,7 +156,7 @@ def control(frame: Any) -> str | None:
     if not _may_be_control(frame):
         return None  # trade pushes: no second JSON decode on the hot path
     try:
-        obj = _load(frame)
+        obj = load_json(frame)
     except ParseError:
         return None
     if not isinstance(obj, dict):
@@ -191,13 +192,13 @@ def _may_be_control(frame: Any) -> bool:
 def _data(obj: dict[str, Any], topic: str) -> list[Any]:
     data = obj.get("data")
     if not isinstance(data, list):
-        raise ParseError("venue_frame", f"a {topic} push without a data list ({_kind(data)})")
+        raise ParseError("venue_frame", f"a {topic} push without a data list ({type_name(data)})")
     return data
 
 
 def _v5_trade(item: Any, topic_symbol: str, recv_ms: int | None) -> Trade:
     if not isinstance(item, dict):
-        raise ParseError("venue_frame", f"a trade is a JSON object, got {_kind(item)}")
+        raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
     return _trade(
         symbol=item.get("s", topic_symbol),
         side=item.get("S"),
@@ -210,7 +211,7 @@ def _v5_trade(item: Any, topic_symbol: str, recv_ms: int | None) -> Trade:
 
 def _legacy_trade(item: Any, topic_symbol: str, recv_ms: int | None) -> Trade:
     if not isinstance(item, dict):
-        raise ParseError("venue_frame", f"a trade is a JSON object, got {_kind(item)}")
+        raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
     return _trade(
         symbol=item.get("symbol", topic_symbol),
         side=item.get("side"),
@@ -232,7 +233,7 @@ def _trade(
     if symbol is None or symbol == "":
         raise ParseError("missing_field", names[0])
     if not isinstance(symbol, str):
-        raise ParseError("bad_type", f"{names[0]} is a {_kind(symbol)}")
+        raise ParseError("bad_type", f"{names[0]} is a {type_name(symbol)}")
     if side is None:
         raise ParseError("missing_field", names[1])
     if not isinstance(side, str) or side not in _SIDES:
@@ -252,22 +253,3 @@ def _trade(
     if isinstance(record, Heartbeat):  # pragma: no cover - no "type" key is ever passed
         raise ParseError("venue_frame", "not a trade")
     return record
-
-
-def _load(frame: Any) -> Any:
-    if isinstance(frame, dict | list):
-        return frame
-    if isinstance(frame, bytes | bytearray | memoryview | str):
-        try:
-            return orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError("json", str(exc)[:200]) from None
-    raise ParseError("venue_frame", f"a frame is text, bytes or decoded JSON, got {_kind(frame)}")
-
-
-def _keys(obj: dict[str, Any]) -> str:
-    return ",".join(str(k) for k in list(obj)[:8])
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__

@@ -61,8 +61,9 @@ from typing import Any
 
 import orjson
 
-from candlewax.errors import ConfigError, ParseError
+from candlewax.errors import ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
+from connectors.frames import load_json, split_pair, type_name
 
 VENUE = "coinbase"
 WS_URL = "wss://ws-feed.exchange.coinbase.com"
@@ -101,20 +102,7 @@ def native_symbol(symbol: str) -> str:
     end, trying :data:`QUOTES` longest first (``BTCUSDC`` → ``BTC-USDC``, ``USDTUSD`` →
     ``USDT-USD``). Raises :class:`~candlewax.errors.ConfigError` when no known quote fits.
     """
-    if not isinstance(symbol, str) or not symbol.strip():
-        raise ConfigError(f"Coinbase symbol {symbol!r} is empty; pass e.g. BTCUSD or BTC-USD")
-    text = symbol.strip().upper().replace("/", "-").replace("_", "-")
-    if "-" in text:
-        if any(not part for part in text.split("-")):
-            raise ConfigError(f"Coinbase symbol {symbol!r} has an empty part; pass e.g. BTC-USD")
-        return text
-    for quote in sorted(QUOTES, key=len, reverse=True):
-        if text.endswith(quote) and len(text) > len(quote):
-            return f"{text[: -len(quote)]}-{quote}"
-    raise ConfigError(
-        f"cannot tell the quote currency of Coinbase symbol {symbol!r} (known quotes: "
-        f"{', '.join(QUOTES)}); pass the venue spelling BASE-QUOTE, e.g. BTC-USD"
-    )
+    return split_pair(symbol, QUOTES, "Coinbase", "BTC-USD")
 
 
 def subscribe_messages(symbols: list[str]) -> list[str]:
@@ -140,19 +128,19 @@ def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
     ``type``), ``missing_field``/``bad_type``/``bad_side``/``bad_timestamp`` for a match without
     valid fields, and :func:`~candlewax.records.decode_trade`'s reasons for bad values.
     """
-    obj = _load(frame)
+    obj = load_json(frame)
     if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"a Coinbase frame is a JSON object, got {_kind(obj)}")
+        raise ParseError("venue_frame", f"a Coinbase frame is a JSON object, got {type_name(obj)}")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise ParseError("venue_frame", f"'type' is a {_kind(kind)}, expected a string")
+        raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
     if kind not in TRADE_TYPES:
         return []
     product = obj.get("product_id")
     if product is None or product == "":
         raise ParseError("missing_field", "product_id")
     if not isinstance(product, str):
-        raise ParseError("bad_type", f"product_id is a {_kind(product)}")
+        raise ParseError("bad_type", f"product_id is a {type_name(product)}")
     maker = obj.get("side")
     if maker is None:
         raise ParseError("missing_field", "side")
@@ -186,7 +174,7 @@ def control(frame: Any) -> str | None:
     if not _may_be_control(frame):
         return None  # matches: no second JSON decode on the hot path
     try:
-        obj = _load(frame)
+        obj = load_json(frame)
     except ParseError:
         return None
     if not isinstance(obj, dict):
@@ -210,7 +198,7 @@ def iso_to_ms(value: Any) -> Any:
     if value is None:
         raise ParseError("missing_field", "time")
     if not isinstance(value, str):
-        raise ParseError("bad_timestamp", f"time is a {_kind(value)}, expected ISO 8601 text")
+        raise ParseError("bad_timestamp", f"time is a {type_name(value)}, expected ISO 8601 text")
     match = _ISO_RE.match(value)
     if match is None:
         raise ParseError("bad_timestamp", f"time={value[:40]!r} is not ISO 8601 UTC")
@@ -239,18 +227,3 @@ def _may_be_control(frame: Any) -> bool:
     if isinstance(frame, bytes | bytearray):
         return any(m in frame for m in _CONTROL_MARKERS)
     return True
-
-
-def _load(frame: Any) -> Any:
-    if isinstance(frame, dict | list):
-        return frame
-    if isinstance(frame, bytes | bytearray | memoryview | str):
-        try:
-            return orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError("json", str(exc)[:200]) from None
-    raise ParseError("venue_frame", f"a frame is text, bytes or decoded JSON, got {_kind(frame)}")
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__

@@ -62,6 +62,7 @@ import orjson
 
 from candlewax.errors import ConfigError, ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
+from connectors.frames import load_json, type_name
 
 VENUE = "finnhub"
 #: The caller appends ``?token=...`` (never stored or logged here).
@@ -112,17 +113,17 @@ def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
     a trade without its symbol, and :func:`~candlewax.records.decode_trade`'s reasons for bad
     values.
     """
-    obj = _load(frame)
+    obj = load_json(frame)
     if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"a Finnhub message is a JSON object, got {_kind(obj)}")
+        raise ParseError("venue_frame", f"a Finnhub message is a JSON object, got {type_name(obj)}")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise ParseError("venue_frame", f"'type' is a {_kind(kind)}, expected a string")
+        raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
     if kind != "trade":
         return []  # ping, error, and message types of other products (news, ...)
     data = obj.get("data")
     if not isinstance(data, list):
-        raise ParseError("venue_frame", f"a trade message without a data list ({_kind(data)})")
+        raise ParseError("venue_frame", f"a trade message without a data list ({type_name(data)})")
     trades: list[Trade] = []
     for index, item in enumerate(data):
         trade = _trade(item, index, recv_ms)
@@ -140,7 +141,7 @@ def control(frame: Any) -> str | None:
     if not _may_be_control(frame):
         return None  # trade messages: no second JSON decode on the hot path
     try:
-        obj = _load(frame)
+        obj = load_json(frame)
     except ParseError:
         return None
     if not isinstance(obj, dict):
@@ -181,7 +182,7 @@ def _may_be_control(frame: Any) -> bool:
 
 def _trade(item: Any, index: int, recv_ms: int | None) -> Trade | None:
     if not isinstance(item, dict):
-        raise ParseError("venue_frame", f"a trade is a JSON object, got {_kind(item)}")
+        raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
     volume = item.get("v")
     if isinstance(volume, int | float) and not isinstance(volume, bool) and volume == 0:
         return None  # a price update, not a trade
@@ -189,7 +190,7 @@ def _trade(item: Any, index: int, recv_ms: int | None) -> Trade | None:
     if symbol is None or symbol == "":
         raise ParseError("missing_field", "s")
     if not isinstance(symbol, str):
-        raise ParseError("bad_type", f"s is a {_kind(symbol)}")
+        raise ParseError("bad_type", f"s is a {type_name(symbol)}")
     record = decode_trade(
         {
             "venue": VENUE,
@@ -207,18 +208,3 @@ def _trade(item: Any, index: int, recv_ms: int | None) -> Trade | None:
     return replace(
         record, id=trade_id(record.symbol, record.ts_ms, record.price, record.qty, index)
     )
-
-
-def _load(frame: Any) -> Any:
-    if isinstance(frame, dict | list):
-        return frame
-    if isinstance(frame, bytes | bytearray | memoryview | str):
-        try:
-            return orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError("json", str(exc)[:200]) from None
-    raise ParseError("venue_frame", f"a frame is text, bytes or decoded JSON, got {_kind(frame)}")
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__

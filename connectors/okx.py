@@ -69,8 +69,9 @@ from typing import Any
 
 import orjson
 
-from candlewax.errors import ConfigError, ParseError
+from candlewax.errors import ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
+from connectors.frames import chunks, keys, load_json, split_pair, type_name
 
 VENUE = "okx"
 WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
@@ -109,7 +110,7 @@ def native_symbol(symbol: str) -> str:
     (``USDCUSDT`` → ``USDC-USDT``, ``BTCUSDC`` → ``BTC-USDC``). Raises
     :class:`~candlewax.errors.ConfigError` when no known quote fits: pass ``BASE-QUOTE`` then.
     """
-    return _split_pair(symbol, QUOTES, "OKX")
+    return split_pair(symbol, QUOTES, "OKX", "BTC-USDT")
 
 
 def subscribe_messages(symbols: list[str]) -> list[str]:
@@ -126,7 +127,7 @@ def subscribe_messages(symbols: list[str]) -> list[str]:
                 "args": [{"channel": CHANNEL, "instId": i} for i in chunk],
             }
         ).decode()
-        for chunk in _chunks(inst_ids, _ARGS_PER_REQUEST)
+        for chunk in chunks(inst_ids, _ARGS_PER_REQUEST)
     ]
 
 
@@ -143,20 +144,20 @@ def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
     if obj is _PONG:
         return []
     if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"an OKX frame is a JSON object, got {_kind(obj)}")
+        raise ParseError("venue_frame", f"an OKX frame is a JSON object, got {type_name(obj)}")
     if "event" in obj:  # subscribe / unsubscribe / error / notice / login acks
         return []
     arg = obj.get("arg")
     if not isinstance(arg, dict):
-        raise ParseError("venue_frame", f"no 'event' and no 'arg' object (keys: {_keys(obj)})")
+        raise ParseError("venue_frame", f"no 'event' and no 'arg' object (keys: {keys(obj)})")
     channel = arg.get("channel")
     if not isinstance(channel, str):
-        raise ParseError("venue_frame", f"arg.channel is a {_kind(channel)}, expected a string")
+        raise ParseError("venue_frame", f"arg.channel is a {type_name(channel)}, expected a string")
     if channel not in TRADE_CHANNELS:
         return []
     data = obj.get("data")
     if not isinstance(data, list):
-        raise ParseError("venue_frame", f"a {channel} push without a data list ({_kind(data)})")
+        raise ParseError("venue_frame", f"a {channel} push without a data list ({type_name(data)})")
     return [_trade(item, arg.get("instId"), recv_ms) for item in data]
 
 
@@ -202,12 +203,12 @@ _PONG = object()
 
 def _trade(item: Any, arg_inst_id: Any, recv_ms: int | None) -> Trade:
     if not isinstance(item, dict):
-        raise ParseError("venue_frame", f"a trade is a JSON object, got {_kind(item)}")
+        raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
     inst_id = item.get("instId", arg_inst_id)
     if inst_id is None or inst_id == "":
         raise ParseError("missing_field", "instId")
     if not isinstance(inst_id, str):
-        raise ParseError("bad_type", f"instId is a {_kind(inst_id)}")
+        raise ParseError("bad_type", f"instId is a {type_name(inst_id)}")
     if item.get("side") is None:  # the aggressor is always sent: its absence is a schema change
         raise ParseError("missing_field", "side")
     return _decode(
@@ -241,16 +242,9 @@ def _decode(obj: dict[str, Any]) -> Trade:
 
 
 def _load(frame: Any) -> Any:
-    if isinstance(frame, dict | list):
-        return frame
-    if isinstance(frame, bytes | bytearray | memoryview | str):
-        if _is_pong(frame):
-            return _PONG
-        try:
-            return orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError("json", str(exc)[:200]) from None
-    raise ParseError("venue_frame", f"a frame is text, bytes or decoded JSON, got {_kind(frame)}")
+    if isinstance(frame, bytes | bytearray | memoryview | str) and _is_pong(frame):
+        return _PONG
+    return load_json(frame)
 
 
 def _is_pong(frame: bytes | bytearray | memoryview | str) -> bool:
@@ -259,32 +253,3 @@ def _is_pong(frame: bytes | bytearray | memoryview | str) -> bool:
         return False
     text = frame if isinstance(frame, str) else bytes(frame).decode("latin-1")
     return text.strip() == "pong"
-
-
-def _split_pair(symbol: str, quotes: tuple[str, ...], venue: str) -> str:
-    if not isinstance(symbol, str) or not symbol.strip():
-        raise ConfigError(f"{venue} symbol {symbol!r} is empty; pass e.g. BTCUSDT or BTC-USDT")
-    text = symbol.strip().upper().replace("/", "-").replace("_", "-")
-    if "-" in text:
-        if any(not part for part in text.split("-")):
-            raise ConfigError(f"{venue} symbol {symbol!r} has an empty part; pass e.g. BTC-USDT")
-        return text
-    for quote in sorted(quotes, key=len, reverse=True):
-        if text.endswith(quote) and len(text) > len(quote):
-            return f"{text[: -len(quote)]}-{quote}"
-    raise ConfigError(
-        f"cannot tell the quote currency of {venue} symbol {symbol!r} (known quotes: "
-        f"{', '.join(quotes)}); pass the venue spelling BASE-QUOTE, e.g. BTC-USDT"
-    )
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _keys(obj: dict[str, Any]) -> str:
-    return ",".join(str(k) for k in list(obj)[:8])
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
