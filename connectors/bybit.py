@@ -71,7 +71,7 @@ import orjson
 
 from candlewax.errors import ConfigError, ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import keys, load_json, type_name
+from connectors.frames import keys, load_json, may_contain, type_name
 
 VENUE = "bybit"
 WS_URL = "wss://stream.bybit.com/v5/public/spot"
@@ -153,7 +153,7 @@ def control(frame: Any) -> str | None:
     Answers to ``{"op":"ping"}`` → ``"pong"``; a successful subscribe → ``"subscribed"``; any
     ``"success": false`` answer (e.g. an unknown topic; the loop logs it) → ``"error"``. Both v5 (``op`` at the top) and legacy (``request.op``) acks.
     """
-    if not _may_be_control(frame):
+    if not may_contain(frame, _CONTROL_MARKERS):
         return None  # trade pushes: no second JSON decode on the hot path
     try:
         obj = load_json(frame)
@@ -175,18 +175,6 @@ def control(frame: Any) -> str | None:
 
 
 # --------------------------------------------------------------------------- internals
-
-
-def _may_be_control(frame: Any) -> bool:
-    """False for raw text/bytes holding none of :data:`_CONTROL_MARKERS`: a cheap scan that
-    spares trade frames a second JSON decode (a control message must contain its key)."""
-    if isinstance(frame, memoryview):
-        frame = frame.tobytes()
-    if isinstance(frame, str):
-        return any(m.decode() in frame for m in _CONTROL_MARKERS)
-    if isinstance(frame, bytes | bytearray):
-        return any(m in frame for m in _CONTROL_MARKERS)
-    return True
 
 
 def _data(obj: dict[str, Any], topic: str) -> list[Any]:

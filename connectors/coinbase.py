@@ -63,7 +63,7 @@ import orjson
 
 from candlewax.errors import ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import load_json, split_pair, type_name
+from connectors.frames import load_json, may_contain, split_pair, type_name
 
 VENUE = "coinbase"
 WS_URL = "wss://ws-feed.exchange.coinbase.com"
@@ -171,7 +171,7 @@ def control(frame: Any) -> str | None:
     ``"error"``; ``{"type":"heartbeat",...}`` → ``"heartbeat"``. Coinbase sends no
     reconnect notice.
     """
-    if not _may_be_control(frame):
+    if not may_contain(frame, _CONTROL_MARKERS):
         return None  # matches: no second JSON decode on the hot path
     try:
         obj = load_json(frame)
@@ -215,15 +215,3 @@ def iso_to_ms(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- internals
-
-
-def _may_be_control(frame: Any) -> bool:
-    """False for raw text/bytes holding none of :data:`_CONTROL_MARKERS`: a cheap scan that
-    spares trade frames a second JSON decode (a control message must contain its key)."""
-    if isinstance(frame, memoryview):
-        frame = frame.tobytes()
-    if isinstance(frame, str):
-        return any(m.decode() in frame for m in _CONTROL_MARKERS)
-    if isinstance(frame, bytes | bytearray):
-        return any(m in frame for m in _CONTROL_MARKERS)
-    return True

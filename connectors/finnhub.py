@@ -62,7 +62,7 @@ import orjson
 
 from candlewax.errors import ConfigError, ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import load_json, type_name
+from connectors.frames import load_json, may_contain, type_name
 
 VENUE = "finnhub"
 #: The caller appends ``?token=...`` (never stored or logged here).
@@ -138,7 +138,7 @@ def control(frame: Any) -> str | None:
     ``{"type":"ping"}`` → ``"heartbeat"`` (nothing to answer); ``{"type":"error",...}`` (e.g.
     an invalid symbol or too many symbols; the loop logs it) → ``"error"``.
     """
-    if not _may_be_control(frame):
+    if not may_contain(frame, _CONTROL_MARKERS):
         return None  # trade messages: no second JSON decode on the hot path
     try:
         obj = load_json(frame)
@@ -166,18 +166,6 @@ def trade_id(symbol: str, ts_ms: int, price: str, qty: str, index: int) -> str:
 
 
 # --------------------------------------------------------------------------- internals
-
-
-def _may_be_control(frame: Any) -> bool:
-    """False for raw text/bytes holding none of :data:`_CONTROL_MARKERS`: a cheap scan that
-    spares trade frames a second JSON decode (a control message must contain its key)."""
-    if isinstance(frame, memoryview):
-        frame = frame.tobytes()
-    if isinstance(frame, str):
-        return any(m.decode() in frame for m in _CONTROL_MARKERS)
-    if isinstance(frame, bytes | bytearray):
-        return any(m in frame for m in _CONTROL_MARKERS)
-    return True
 
 
 def _trade(item: Any, index: int, recv_ms: int | None) -> Trade | None:

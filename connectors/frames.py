@@ -56,3 +56,16 @@ def split_pair(symbol: str, quotes: tuple[str, ...], venue: str, example: str) -
         f"cannot tell the quote currency of {venue} symbol {symbol!r} (known quotes: "
         f"{', '.join(quotes)}); pass the venue spelling BASE-QUOTE, e.g. {example}"
     )
+
+
+def may_contain(frame: Any, markers: tuple[bytes, ...]) -> bool:
+    """False for raw text/bytes holding none of ``markers``: a cheap scan that spares trade
+    frames a second JSON decode in ``control`` (a control message must contain its key).
+    Decoded JSON (dict/list) always may."""
+    if isinstance(frame, memoryview):
+        frame = frame.tobytes()
+    if isinstance(frame, str):
+        return any(m.decode() in frame for m in markers)
+    if isinstance(frame, bytes | bytearray):
+        return any(m in frame for m in markers)
+    return True
