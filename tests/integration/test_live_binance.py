@@ -126,7 +126,7 @@ def test_connector_delivers_every_trade_once_in_order_through_failures(settings:
     # reconnect backfills "up to now"), but the books balance exactly: everything received live
     # plus everything backfilled, minus what was dropped as a duplicate, is each trade once.
     live = stats.messages - stats.rejected
-    assert live == 200 + 105 + 190 + 100 + 100
+    assert live <= 200 + 105 + 190 + 100 + 100  # the last session may be overtaken by REST
     assert live + stats.backfilled - stats.duplicates == N
     assert stats.backfilled >= 100 + 10  # the outage and the in-session gap had to come from REST
     assert stats.duplicates >= 5  # 295-299 were sent twice
