@@ -266,6 +266,7 @@ def _flow_env(settings: Settings, metrics_port: int) -> dict[str, str]:
             "CANDLEWAX_BATCH_MAX": str(settings.batch_max),
             "CANDLEWAX_ARCHIVE_TRADES": str(settings.archive_trades),
             "CANDLEWAX_EXIT_WHEN_DONE": str(settings.exit_when_done),
+            "CANDLEWAX_ALERTS": orjson.dumps(dict(settings.alerts)).decode(),
             "CANDLEWAX_LOG_LEVEL": logging.getLevelName(logging.getLogger().level),
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
             "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
@@ -280,7 +281,11 @@ def _flow_env(settings: Settings, metrics_port: int) -> dict[str, str]:
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
-    settings = _require_broker(_settings(args, exit_when_done=args.exit_when_done or None))
+    from flows.volatility import AlertRules
+
+    settings = _settings(args, exit_when_done=args.exit_when_done or None)
+    AlertRules.parse(settings.alerts)  # bad rules fail here, not inside the dataflow
+    settings = _require_broker(settings)
     ensure_topics(settings)
     env = _flow_env(settings, settings.metrics_port)
     cmd = _flow_command(args)

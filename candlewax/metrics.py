@@ -42,6 +42,9 @@ BAR_CLOSE_LAG = Histogram(
     ["interval"],
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
 )
+ALERTS = Counter(
+    "candlewax_alerts_total", "Volatility alerts raised (after cooldown).", ["rule", "interval"]
+)
 PRODUCED = Counter(
     "candlewax_produced_messages_total",
     "Messages whose delivery Kafka reported, by topic and outcome (ok|error).",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from candlewax.errors import ConfigError
 from candlewax.records import INTERVALS
 
@@ -49,6 +51,9 @@ class Settings:
     exit_when_done: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    #: Volatility detector rules (docs/alerts.md): a TOML table [candlewax.alerts], or JSON in
+    #: CANDLEWAX_ALERTS. Empty: the defaults.
+    alerts: Mapping[str, Any] = field(default_factory=dict)
     #: Symbols for `candlewax connect` when --symbols is not given.
     symbols: tuple[str, ...] = ()
     #: Extra librdkafka settings (security.protocol, sasl.*...) for every client.
@@ -139,6 +144,12 @@ def _coerce_all(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
     text = str(typ)
     try:
+        if key == "alerts":
+            if isinstance(value, str):
+                value = orjson.loads(value)
+            if not isinstance(value, Mapping):
+                raise ValueError("alerts must be a table (TOML) or a JSON object")
+            return dict(value)
         if key == "kafka":
             if isinstance(value, str):
                 pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
@@ -163,5 +174,5 @@ def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
                 return None
             return int(value)
         return str(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
         raise ConfigError(f"setting {key!r} in {where}: {exc}") from None

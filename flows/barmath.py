@@ -375,6 +375,8 @@ class StepResult:
     closed: dict[str, pl.DataFrame]
     late: pl.DataFrame
     trades: int
+    #: The trade rows that counted (not late), in log order: what the detectors see.
+    on_time: pl.DataFrame = field(default_factory=lambda: empty_rows())
 
 
 @dataclass
@@ -427,8 +429,8 @@ class BarState:
             late, on_time = empty_rows(), empty_rows()
         watermark = self.watermark_ms
         if self.next_due_ms is None or watermark is None or watermark < self.next_due_ms:
-            return StepResult({}, late, on_time.height)
-        return StepResult(self._close(watermark), late, on_time.height)
+            return StepResult({}, late, on_time.height, on_time)
+        return StepResult(self._close(watermark), late, on_time.height, on_time)
 
     def flush(self) -> dict[str, pl.DataFrame]:
         """End of input: close every open window."""

@@ -36,8 +36,9 @@ from candlewax.kafka import consumer_config
 from candlewax.logs import setup_logging
 from candlewax.records import INTERVALS, DeadLetter, Trade, format_scaled
 from candlewax.settings import Settings
-from candlewax.topics import BARS, DEADLETTER, TRADES
+from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
 from flows.barmath import BarState, bar_frame, decode_batch
+from flows.volatility import AlertRules, VolatilityState
 from sinks.kafka import KafkaOutput, KafkaRecord
 from sinks.parquet import write_bar_window, write_trade_block
 
@@ -178,6 +179,7 @@ class PartitionState:
     """Everything one ``trades`` partition needs across batches (and across restarts)."""
 
     bars: BarState
+    vol: VolatilityState
     archive: pl.DataFrame | None = None
     #: Last offset consumed: names the archive's last, partial block deterministically.
     last_offset: int = -1
@@ -193,12 +195,16 @@ class BarStep:
         self.trades_topic = settings.topic(TRADES)
         self.bars_topic = settings.topic(BARS)
         self.deadletter_topic = settings.topic(DEADLETTER)
+        self.alerts_topic = settings.topic(ALERTS)
+        self.rules = AlertRules.parse(settings.alerts)
 
     def __call__(
         self, state: PartitionState | None, batch: Batch
     ) -> tuple[PartitionState, StepOutput]:
         if state is None:
-            state = PartitionState(BarState(self.intervals, self.lateness_ms))
+            state = PartitionState(
+                BarState(self.intervals, self.lateness_ms), VolatilityState(self.rules)
+            )
         if batch.offsets:
             state.last_offset = batch.offsets[-1]
         out = StepOutput()
@@ -228,6 +234,12 @@ class BarStep:
                 k: pl.concat([closed[k], v]) if k in closed else v for k, v in flushed.items()
             }
         self._emit_bars(out, batch.partition, closed)
+        alerts = state.vol.on_trades(result.on_time) + state.vol.on_closed(closed)
+        state.vol.expire(None if batch.final else state.bars.watermark_ms)
+        for alert in alerts:
+            metrics.ALERTS.labels(alert.rule, alert.interval).inc()
+            key = f"{alert.venue}:{alert.symbol}".encode()
+            out.records.append(KafkaRecord(self.alerts_topic, key, alert.encode(), alert.ts_ms))
         if self.archive:
             self._archive(state, out, batch, decoded.rows)
         if state.bars.watermark_ms is not None:

@@ -80,3 +80,24 @@ def as_decimals(bar: dict[str, object]) -> dict[str, object]:
     out = {k: bar[k] for k in keep}
     out.update({k: Decimal(str(bar[k])) for k in DECIMAL_FIELDS})
     return out
+
+
+def reference_range_alerts(
+    trades: Iterable[Trade], interval: str, threshold: Decimal
+) -> list[tuple[int, int, str]]:
+    """(window start, ts of the crossing trade, its price) of every window whose running
+    (high − low) / high reaches ``threshold``, first crossing only — plain Decimal, one trade
+    at a time in log order."""
+    length = INTERVALS[interval]
+    running: dict[tuple[str, str, int], list[Decimal]] = {}
+    fired: set[tuple[str, str, int]] = set()
+    out = []
+    for t in trades:
+        key = (t.venue, t.symbol, t.ts_ms - t.ts_ms % length)
+        p = Decimal(t.price)
+        hl = running.setdefault(key, [p, p])
+        hl[0], hl[1] = max(hl[0], p), min(hl[1], p)
+        if key not in fired and (hl[0] - hl[1]) / hl[0] >= threshold:
+            fired.add(key)
+            out.append((key[2], t.ts_ms, t.price))
+    return out

@@ -1,0 +1,309 @@
+"""Volatility detectors — pure logic, fed by the bars step (flows/bars.py), all in event time.
+
+- **range**: in each (venue, symbol, interval) window, the first trade at which
+  (high − low) / high reaches the threshold raises an alert *at that trade* (its ``ts_ms``), not
+  at window close — once per window. Running high/low come from the window's trades in log order.
+- **move**: on each closed bar, |close − close N bars ago| / close ≥ threshold (N bars of that
+  symbol and interval, i.e. bars that exist; windows without trades have no bar).
+- **zscore**: on each closed bar, |ln(close / previous close)| / σ ≥ k, where σ² is the EWMA of
+  squared log returns *before* this one (half-life in bars); silent during a warm-up of W returns.
+
+Thresholds come per interval with per-symbol overrides (:class:`AlertRules`). After an alert, the
+same (rule, venue, symbol) stays silent for ``cooldown_ms`` of event time. Everything depends only
+on the log (event times and order), so a replay at any speed gives the same alerts, whose ids are
+deterministic (``records.alert_id``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from candlewax.errors import ConfigError
+from candlewax.records import INTERVALS, Alert, alert_id, format_scaled
+
+RULES = ("range", "move", "zscore")
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    """Detector settings. Threshold maps take ``interval`` keys (the default for every symbol)
+    and ``SYMBOL@interval`` keys (an override for one symbol)."""
+
+    #: (high − low) / high, e.g. {"1m": 0.005, "5m": 0.01, "BTCUSDT@1m": 0.003}
+    range: Mapping[str, float] = field(default_factory=lambda: {"1m": 0.005, "5m": 0.01})
+    #: |close − close N bars ago| / close, with N = move_bars
+    move: Mapping[str, float] = field(default_factory=lambda: {"5m": 0.01})
+    move_bars: int = 3
+    #: k in |log return| / σ ≥ k
+    zscore: Mapping[str, float] = field(default_factory=lambda: {"1m": 6.0})
+    zscore_halflife_bars: float = 30.0
+    zscore_warmup_bars: int = 30
+    cooldown_ms: int = 300_000
+
+    def __post_init__(self) -> None:
+        problems = []
+        for rule in ("range", "move", "zscore"):
+            for key, value in getattr(self, rule).items():
+                interval = key.rsplit("@", 1)[-1]
+                if interval not in INTERVALS:
+                    problems.append(
+                        f"{rule} key {key!r}: interval must be one of {', '.join(INTERVALS)}"
+                    )
+                if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                    problems.append(f"{rule} {key!r} = {value!r} must be a positive number")
+        if self.move_bars < 1 or self.zscore_warmup_bars < 1 or self.zscore_halflife_bars <= 0:
+            problems.append("move_bars, zscore_warmup_bars and zscore_halflife_bars must be >= 1")
+        if self.cooldown_ms < 0:
+            problems.append("cooldown_ms must be >= 0")
+        if problems:
+            raise ConfigError("invalid alert rules: " + "; ".join(problems))
+
+    def threshold(self, rule: str, symbol: str, interval: str) -> float | None:
+        table: Mapping[str, float] = getattr(self, rule)
+        return table.get(f"{symbol}@{interval}", table.get(interval))
+
+    def intervals(self, rule: str) -> set[str]:
+        return {key.rsplit("@", 1)[-1] for key in getattr(self, rule)}
+
+    @classmethod
+    def parse(cls, text: Mapping[str, str | float]) -> AlertRules:
+        """From flat settings: ``range="1m=0.005,5m=0.01,BTCUSDT@1m=0.003"``, ``move_bars=3``..."""
+        values: dict[str, object] = {}
+        for name, raw in text.items():
+            if name in RULES:
+                values[name] = _threshold_map(name, raw)
+            elif name in ("move_bars", "zscore_warmup_bars", "cooldown_ms"):
+                values[name] = int(raw)
+            elif name == "zscore_halflife_bars":
+                values[name] = float(raw)
+            else:
+                raise ConfigError(f"unknown alert setting {name!r}")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _threshold_map(name: str, raw: object) -> dict[str, float]:
+    if isinstance(raw, Mapping):
+        items = [(str(k), v) for k, v in raw.items()]
+    else:
+        items = [tuple(p.split("=", 1)) for p in str(raw).split(",") if p.strip()]  # type: ignore[misc]
+    try:
+        return {str(k).strip(): float(v) for k, v in items}
+    except ValueError as exc:
+        raise ConfigError(f"alert setting {name!r}: {exc} (use e.g. 1m=0.005,5m=0.01)") from None
+
+
+@dataclass
+class _Ewma:
+    last_close: float | None = None
+    variance: float | None = None
+    returns: int = 0
+
+
+@dataclass
+class VolatilityState:
+    """Detector state of one ``trades`` partition (kept small: it is snapshotted each epoch)."""
+
+    rules: AlertRules = field(default_factory=AlertRules)
+    #: (venue, symbol, interval, start) → [high, low, fired] of open range windows (scaled ints)
+    windows: dict[tuple[str, str, str, int], list] = field(default_factory=dict)
+    closes: dict[tuple[str, str, str], deque] = field(default_factory=dict)
+    ewma: dict[tuple[str, str, str], _Ewma] = field(default_factory=dict)
+    last_alert: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ range, per trade
+
+    def on_trades(self, rows: pl.DataFrame) -> list[Alert]:
+        """On-time trade rows of one batch (kernel schema, log order) → range alerts."""
+        if not rows.height:
+            return []
+        candidates: list[tuple[int, int, Alert]] = []
+        for interval in sorted(self.rules.intervals("range"), key=INTERVALS.__getitem__):
+            candidates.extend(self._range(rows, interval))
+        # Cooldown in event-time order (ties: log order), the same whatever the batching.
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        return [a for _, _, a in candidates if self._cooled(a)]
+
+    def _range(self, rows: pl.DataFrame, interval: str) -> list[tuple[int, int, Alert]]:
+        length = INTERVALS[interval]
+        keys = ["venue", "symbol", "start"]
+        df = rows.select(
+            "venue", "symbol", "id", "p", "ts_ms", start=pl.col("ts_ms") - pl.col("ts_ms") % length
+        ).with_row_index("seq")
+        prior = [
+            (v, s, start, hl[0], hl[1], hl[2])
+            for (v, s, i, start), hl in self.windows.items()
+            if i == interval
+        ]
+        prior_df = pl.DataFrame(
+            prior,
+            schema={
+                "venue": pl.String,
+                "symbol": pl.String,
+                "start": pl.Int64,
+                "high0": pl.Int128,
+                "low0": pl.Int128,
+                "fired": pl.Boolean,
+            },
+            orient="row",
+        )
+        df = df.join(prior_df, on=keys, how="left", maintain_order="left").with_columns(
+            hi=pl.max_horizontal(pl.col("p").cum_max().over(keys), "high0"),
+            lo=pl.min_horizontal(pl.col("p").cum_min().over(keys), "low0"),
+            fired=pl.col("fired").fill_null(False),
+        )
+        # Per-symbol thresholds (defaults + overrides).
+        symbols = df["symbol"].unique().to_list()
+        thresholds = {s: self.rules.threshold("range", s, interval) for s in symbols}
+        known = {s: t for s, t in thresholds.items() if t is not None}
+        if known:
+            thr = pl.DataFrame({"symbol": list(known), "thr": list(known.values())})
+            df = df.join(thr, on="symbol", how="left", maintain_order="left")
+            ratio = (pl.col("hi") - pl.col("lo")).cast(pl.Float64) / pl.col("hi").cast(pl.Float64)
+            hits = (
+                df.filter(pl.col("thr").is_not_null() & ~pl.col("fired") & (ratio >= pl.col("thr")))
+                .with_columns(ratio=ratio)
+                .group_by(keys, maintain_order=True)
+                .first()
+            )
+        else:
+            hits = pl.DataFrame()
+        # Update running high/low per window with the whole batch.
+        summary = df.group_by(keys).agg(pl.col("hi").last(), pl.col("lo").last())
+        for v, s, start, hi, lo in summary.iter_rows():
+            entry = self.windows.setdefault((v, s, interval, start), [hi, lo, False])
+            entry[0], entry[1] = hi, lo
+        out = []
+        for row in hits.iter_rows(named=True) if hits.height else []:
+            self.windows[(row["venue"], row["symbol"], interval, row["start"])][2] = True
+            value, threshold = row["ratio"], row["thr"]
+            alert = self._alert(
+                "range", row["venue"], row["symbol"], interval, row["start"], row["ts_ms"],
+                value, threshold, format_scaled(row["p"]),
+                f"{row['symbol']} {interval} range {value:.3%} ≥ {threshold:.3%} "
+                f"(high {format_scaled(row['hi'])}, low {format_scaled(row['lo'])})",
+            )  # fmt: skip
+            out.append((row["ts_ms"], row["seq"], alert))
+        return out
+
+    def expire(self, watermark_ms: int | None) -> None:
+        """Forget range windows the watermark has closed (None: all, end of input)."""
+        if watermark_ms is None:
+            self.windows.clear()
+            return
+        for key in [k for k in self.windows if k[3] + INTERVALS[k[2]] <= watermark_ms]:
+            del self.windows[key]
+
+    # ------------------------------------------------------------------ move and z-score, per bar
+
+    def on_closed(self, closed: Mapping[str, pl.DataFrame]) -> list[Alert]:
+        """Closed kernel bars (per interval, sorted by venue, symbol, start) → move/z-score alerts."""
+        candidates: list[tuple[int, Alert]] = []
+        want = self.rules.intervals("move") | self.rules.intervals("zscore")
+        for interval, frame in closed.items():
+            if interval not in want or not frame.height:
+                continue
+            for row in frame.select("venue", "symbol", "start_ms", "close", "close_ts").iter_rows():
+                candidates.extend(self._bar(interval, *row))
+        candidates.sort(key=lambda c: c[0])
+        return [a for _, a in candidates if self._cooled(a)]
+
+    def _bar(
+        self, interval: str, venue: str, symbol: str, start: int, close: int, close_ts: int
+    ) -> list[tuple[int, Alert]]:
+        out: list[tuple[int, Alert]] = []
+        key = (venue, symbol, interval)
+        price = close / 1e8
+        n = self.rules.move_bars
+        history = self.closes.setdefault(key, deque(maxlen=n))
+        move_thr = self.rules.threshold("move", symbol, interval)
+        if move_thr is not None and len(history) == n:
+            ago = history[0]
+            value = abs(close - ago) / close
+            if value >= move_thr:
+                text = f"{symbol} {interval} moved {(close - ago) / ago:+.3%} in {n} bars (≥ {move_thr:.3%})"
+                out.append(
+                    (
+                        close_ts,
+                        self._alert(
+                            "move",
+                            venue,
+                            symbol,
+                            interval,
+                            start,
+                            close_ts,
+                            value,
+                            move_thr,
+                            format_scaled(close),
+                            text,
+                        ),
+                    )
+                )
+        history.append(close)
+        k = self.rules.threshold("zscore", symbol, interval)
+        state = self.ewma.setdefault(key, _Ewma())
+        if state.last_close is not None:
+            r = math.log(price / state.last_close)
+            if k is not None and state.variance and state.returns >= self.rules.zscore_warmup_bars:
+                z = abs(r) / math.sqrt(state.variance)
+                if z >= k:
+                    text = f"{symbol} {interval} return {r:+.3%} is {z:.1f}σ (≥ {k:g}σ)"
+                    out.append(
+                        (
+                            close_ts,
+                            self._alert(
+                                "zscore",
+                                venue,
+                                symbol,
+                                interval,
+                                start,
+                                close_ts,
+                                z,
+                                k,
+                                format_scaled(close),
+                                text,
+                            ),
+                        )
+                    )
+            decay = 0.5 ** (1 / self.rules.zscore_halflife_bars)
+            state.variance = (
+                r * r if state.variance is None else decay * state.variance + (1 - decay) * r * r
+            )
+            state.returns += 1
+        state.last_close = price
+        return out
+
+    # ------------------------------------------------------------------ shared
+
+    def _cooled(self, alert: Alert) -> bool:
+        key = (alert.rule, alert.venue, alert.symbol)
+        last = self.last_alert.get(key)
+        if last is not None and alert.ts_ms < last + self.rules.cooldown_ms:
+            return False
+        self.last_alert[key] = alert.ts_ms
+        return True
+
+    @staticmethod
+    def _alert(
+        rule: str, venue: str, symbol: str, interval: str, start: int, ts_ms: int,
+        value: float, threshold: float, price: str, text: str,
+    ) -> Alert:  # fmt: skip
+        severity = "critical" if value >= 2 * threshold else "warning"
+        return Alert(
+            id=alert_id(rule, venue, symbol, interval, start),
+            rule=rule,
+            venue=venue,
+            symbol=symbol,
+            interval=interval,
+            window_start_ms=start,
+            ts_ms=ts_ms,
+            value=f"{value:.6g}",
+            threshold=f"{threshold:g}",
+            price=price,
+            severity=severity,
+            text=text,
+        )
