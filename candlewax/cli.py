@@ -33,7 +33,7 @@ from candlewax.errors import BrokerError, CandlewaxError, ConfigError
 from candlewax.logs import setup_logging
 from candlewax.records import DeadLetter, Trade
 from candlewax.settings import Settings
-from candlewax.topics import BARS, DEADLETTER, TRADES, ensure_topics
+from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES, ensure_topics
 
 log = logging.getLogger("candlewax")
 
@@ -295,7 +295,8 @@ def cmd_flow(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - exec does not return
 
 
-def cmd_bars_tail(args: argparse.Namespace) -> int:
+def _tail(args: argparse.Namespace, topic_name: str) -> int:
+    """Print a topic as JSON lines from the beginning until Ctrl-C (``--interval`` filters)."""
     from sinks.console import follow
 
     settings = _require_broker(_settings(args))
@@ -307,8 +308,16 @@ def cmd_bars_tail(args: argparse.Namespace) -> int:
             sys.stdout.write(value.decode() + "\n")
             sys.stdout.flush()
 
-    follow(settings.bootstrap_servers, [settings.topic(BARS)], on_value, stop)
+    follow(settings.bootstrap_servers, [settings.topic(topic_name)], on_value, stop)
     return 0
+
+
+def cmd_bars_tail(args: argparse.Namespace) -> int:
+    return _tail(args, BARS)
+
+
+def cmd_alerts_tail(args: argparse.Namespace) -> int:
+    return _tail(args, ALERTS)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -375,6 +384,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             settings.topic(DEADLETTER),
             stop,
             trades_topic=settings.topic(TRADES),
+            alerts_topic=settings.topic(ALERTS),
         )
         # Its own session: a terminal Ctrl-C reaches the demo, which then stops the flow itself.
         flow = subprocess.Popen(
@@ -531,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b)
     b.add_argument("--interval", action="append", help="only this interval (repeatable)")
     b.set_defaults(func=cmd_bars_tail)
+
+    p = sub.add_parser("alerts", help="read the alerts topic")
+    asub = p.add_subparsers(dest="action", required=True)
+    a = asub.add_parser("tail", help="print alerts as JSON lines, from the beginning")
+    _common(a)
+    a.add_argument("--interval", action="append", help="only this interval (repeatable)")
+    a.set_defaults(func=cmd_alerts_tail)
 
     p = sub.add_parser("demo", help="broker + market + flow + console, one command")
     _common(p, data=True)

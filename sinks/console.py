@@ -4,6 +4,7 @@ tail``. It is an ordinary Kafka consumer, so it shows what any downstream consum
 
 from __future__ import annotations
 
+import collections
 import sys
 import threading
 import time
@@ -30,8 +31,23 @@ class BarBoard:
     counts: dict[str, int] = field(default_factory=dict)
     trades: int = 0
     deadletters: int = 0
+    alerts: int = 0
+    recent_alerts: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=6)
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
     thread: threading.Thread | None = None
+
+    def add_alert(self, value: bytes) -> None:
+        try:
+            obj = orjson.loads(value)
+            when = datetime.fromtimestamp(int(obj["ts_ms"]) / 1000, tz=UTC).strftime("%H:%M:%S")
+            line = f"{when} [{obj['severity']}] {obj['venue']}:{obj['symbol']} {obj['rule']} {obj['interval']}: {obj['text']}"
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        with self.lock:
+            self.alerts += 1
+            self.recent_alerts.append(line)
 
     def add_trades(self, value: bytes) -> None:
         try:
@@ -89,9 +105,11 @@ class BarBoard:
             shown = sorted(rows.items(), key=lambda kv: (-int(kv[1][1]["trades"]), kv[0]))
             counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items(), key=_by_len))
             trades, dead = self.trades, self.deadletters
+            n_alerts, recent = self.alerts, list(self.recent_alerts)
         lines = [
             *header,
-            f"trades seen: {trades}   closed bars: {counts or 'none yet'}   dead letters: {dead}",
+            f"trades seen: {trades}   closed bars: {counts or 'none yet'}   alerts: {n_alerts}   "
+            f"dead letters: {dead}",
             "",
             f"{'venue:symbol':<24} {'minute (UTC)':<17} {'state':<6} {'open':>14} {'high':>14} "
             f"{'low':>14} {'close':>14} {'chg%':>7} {'volume':>14} {'trades':>7}",
@@ -106,6 +124,8 @@ class BarBoard:
             )
         if len(shown) > max_rows:
             lines.append(f"... and {len(shown) - max_rows} more symbols")
+        if recent:
+            lines += ["", "latest alerts:", *(f"  {line}" for line in reversed(recent))]
         return "\n".join(lines)
 
 
@@ -148,6 +168,7 @@ def start_board(
     deadletter_topic: str,
     stop: threading.Event,
     trades_topic: str | None = None,
+    alerts_topic: str | None = None,
 ) -> BarBoard:
     """A BarBoard kept up to date by a background consumer thread (bars, dead letters and, if
     given, trades for the forming bars)."""
@@ -158,10 +179,12 @@ def start_board(
             board.deadletters += 1
         elif topic == trades_topic:
             board.add_trades(value)
+        elif topic == alerts_topic:
+            board.add_alert(value)
         else:
             board.add(orjson.loads(value))
 
-    topics = [bars_topic, deadletter_topic] + ([trades_topic] if trades_topic else [])
+    topics = [bars_topic, deadletter_topic] + [t for t in (trades_topic, alerts_topic) if t]
     thread = threading.Thread(
         target=follow,
         args=(bootstrap_servers, topics, on_value, stop),
