@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from candlewax.broker import EmbeddedBroker
 from candlewax.records import Trade
 from connectors.replay import iter_file
 from tests.conftest import BTCUSDT_GZ, ENGINES
-from tests.reference import as_decimals, reference_bars
+from tests.reference import as_decimals, reference_bars, reference_range_alerts
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "candlewax.cli"]
@@ -132,10 +133,26 @@ def test_replay_then_flow_commands(tmp_path: Path) -> None:
         published = run("replay", str(BTCUSDT_GZ), "--per-message", "20", env=env)
         assert published.returncode == 0, published.stderr[-2000:]
         assert "published 9757 trades (0 rejected" in published.stdout
+        env["CANDLEWAX_ALERTS"] = (
+            '{"range": {"1m": 0.001}, "move": {}, "zscore": {}, "cooldown_ms": 0}'
+        )
         flow = run(
             "flow", "--data-dir", str(tmp_path), "--exit-when-done", "--metrics-port", "0", env=env
         )
         assert flow.returncode == 0, flow.stderr[-3000:]
+        # `alerts tail` prints the alerts topic: the windows an independent computation flags.
+        want = reference_range_alerts(btcusdt(), "1m", Decimal("0.001"))
+        assert len(want) >= 3
+        tail = subprocess.Popen(
+            [*CLI, "alerts", "tail"], env={**os.environ, **env}, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            lines = [orjson.loads(tail.stdout.readline()) for _ in want]  # type: ignore[union-attr]
+        finally:
+            tail.send_signal(signal.SIGINT)
+            tail.wait(timeout=30)
+        assert [(a["window_start_ms"], a["ts_ms"]) for a in lines] == [(s, ts) for s, ts, _ in want]
+        assert tail.returncode == 0
     bars = pl.read_parquet(tmp_path / "bars" / "interval=5m" / "**" / "*.parquet")
     ours = sorted(
         (as_decimals({**r, "interval": "5m"}) for r in bars.to_dicts()), key=lambda b: b["start_ms"]
