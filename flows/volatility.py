@@ -97,6 +97,20 @@ def _threshold_map(name: str, raw: object) -> dict[str, float]:
         raise ConfigError(f"alert setting {name!r}: {exc} (use e.g. 1m=0.005,5m=0.01)") from None
 
 
+_WINDOW_SCHEMA = {
+    "venue": pl.String,
+    "symbol": pl.String,
+    "start": pl.Int64,
+    "high0": pl.Int128,
+    "low0": pl.Int128,
+    "fired": pl.Boolean,
+}
+
+
+def _empty_windows() -> pl.DataFrame:
+    return pl.DataFrame(schema=_WINDOW_SCHEMA)
+
+
 @dataclass
 class _Ewma:
     last_close: float | None = None
@@ -109,8 +123,8 @@ class VolatilityState:
     """Detector state of one ``trades`` partition (kept small: it is snapshotted each epoch)."""
 
     rules: AlertRules = field(default_factory=AlertRules)
-    #: (venue, symbol, interval, start) → [high, low, fired] of open range windows (scaled ints)
-    windows: dict[tuple[str, str, str, int], list] = field(default_factory=dict)
+    #: interval → open range windows: venue, symbol, start, high0, low0 (scaled ints), fired
+    windows: dict[str, pl.DataFrame] = field(default_factory=dict)
     closes: dict[tuple[str, str, str], deque] = field(default_factory=dict)
     ewma: dict[tuple[str, str, str], _Ewma] = field(default_factory=dict)
     last_alert: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -131,55 +145,54 @@ class VolatilityState:
     def _range(self, rows: pl.DataFrame, interval: str) -> list[tuple[int, int, Alert]]:
         length = INTERVALS[interval]
         keys = ["venue", "symbol", "start"]
+        prior = self.windows.get(interval, _empty_windows())
         df = rows.select(
             "venue", "symbol", "id", "p", "ts_ms", start=pl.col("ts_ms") - pl.col("ts_ms") % length
-        ).with_row_index("seq")
-        prior = [
-            (v, s, start, hl[0], hl[1], hl[2])
-            for (v, s, i, start), hl in self.windows.items()
-            if i == interval
-        ]
-        prior_df = pl.DataFrame(
-            prior,
-            schema={
-                "venue": pl.String,
-                "symbol": pl.String,
-                "start": pl.Int64,
-                "high0": pl.Int128,
-                "low0": pl.Int128,
-                "fired": pl.Boolean,
-            },
-            orient="row",
         )
-        df = df.join(prior_df, on=keys, how="left", maintain_order="left").with_columns(
-            hi=pl.max_horizontal(pl.col("p").cum_max().over(keys), "high0"),
-            lo=pl.min_horizontal(pl.col("p").cum_min().over(keys), "low0"),
+        # 1. Each window's high/low after this batch: one group_by and one join.
+        batch = df.group_by(keys).agg(high1=pl.col("p").max(), low1=pl.col("p").min())
+        merged = prior.join(batch, on=keys, how="full", coalesce=True).select(
+            *keys,
+            "high0",
+            "low0",
+            high=pl.max_horizontal("high0", "high1"),
+            low=pl.min_horizontal("low0", "low1"),
             fired=pl.col("fired").fill_null(False),
         )
-        # Per-symbol thresholds (defaults + overrides).
-        symbols = df["symbol"].unique().to_list()
-        thresholds = {s: self.rules.threshold("range", s, interval) for s in symbols}
-        known = {s: t for s, t in thresholds.items() if t is not None}
-        if known:
-            thr = pl.DataFrame({"symbol": list(known), "thr": list(known.values())})
-            df = df.join(thr, on="symbol", how="left", maintain_order="left")
-            ratio = (pl.col("hi") - pl.col("lo")).cast(pl.Float64) / pl.col("hi").cast(pl.Float64)
+        # 2. Windows that newly reach their threshold (usually none).
+        ratio = (pl.col("high") - pl.col("low")).cast(pl.Float64) / pl.col("high").cast(pl.Float64)
+        crossing = merged.filter(
+            ~pl.col("fired") & (ratio >= self._threshold_expr(merged, interval))
+        )
+        hits = pl.DataFrame()
+        if crossing.height:
+            # 3. Only for those: replay the batch's trades in log order to find the crossing one.
+            thr = crossing.select(
+                *keys, "high0", "low0", thr=self._threshold_expr(crossing, interval)
+            )
+            scan = (
+                df.with_row_index("seq")
+                .join(thr, on=keys, how="inner", maintain_order="left")
+                .with_columns(
+                    hi=pl.max_horizontal(pl.col("p").cum_max().over(keys), "high0"),
+                    lo=pl.min_horizontal(pl.col("p").cum_min().over(keys), "low0"),
+                )
+            )
+            scan_ratio = (pl.col("hi") - pl.col("lo")).cast(pl.Float64) / pl.col("hi").cast(
+                pl.Float64
+            )
             hits = (
-                df.filter(pl.col("thr").is_not_null() & ~pl.col("fired") & (ratio >= pl.col("thr")))
-                .with_columns(ratio=ratio)
+                scan.filter(scan_ratio >= pl.col("thr"))
+                .with_columns(ratio=scan_ratio)
                 .group_by(keys, maintain_order=True)
                 .first()
             )
-        else:
-            hits = pl.DataFrame()
-        # Update running high/low per window with the whole batch.
-        summary = df.group_by(keys).agg(pl.col("hi").last(), pl.col("lo").last())
-        for v, s, start, hi, lo in summary.iter_rows():
-            entry = self.windows.setdefault((v, s, interval, start), [hi, lo, False])
-            entry[0], entry[1] = hi, lo
+            merged = merged.join(
+                hits.select(keys).with_columns(hit=pl.lit(True)), on=keys, how="left"
+            ).with_columns(fired=pl.col("fired") | pl.col("hit").fill_null(False))
+        self.windows[interval] = merged.select(*keys, high0="high", low0="low", fired="fired")
         out = []
         for row in hits.iter_rows(named=True) if hits.height else []:
-            self.windows[(row["venue"], row["symbol"], interval, row["start"])][2] = True
             value, threshold = row["ratio"], row["thr"]
             alert = self._alert(
                 "range", row["venue"], row["symbol"], interval, row["start"], row["ts_ms"],
@@ -190,13 +203,29 @@ class VolatilityState:
             out.append((row["ts_ms"], row["seq"], alert))
         return out
 
+    def _threshold_expr(self, frame: pl.DataFrame, interval: str) -> pl.Expr:
+        """Per-row threshold: the symbol's override, else the interval's default (None: off)."""
+        default = self.rules.range.get(interval)
+        overrides = {
+            key.split("@", 1)[0]: value
+            for key, value in self.rules.range.items()
+            if key.endswith(f"@{interval}") and "@" in key
+        }
+        expr = pl.lit(default, dtype=pl.Float64)
+        if overrides:
+            expr = pl.col("symbol").replace_strict(overrides, default=expr, return_dtype=pl.Float64)
+        return expr
+
     def expire(self, watermark_ms: int | None) -> None:
         """Forget range windows the watermark has closed (None: all, end of input)."""
         if watermark_ms is None:
             self.windows.clear()
             return
-        for key in [k for k in self.windows if k[3] + INTERVALS[k[2]] <= watermark_ms]:
-            del self.windows[key]
+        for interval, frame in self.windows.items():
+            if frame.height:
+                self.windows[interval] = frame.filter(
+                    pl.col("start") + INTERVALS[interval] > watermark_ms
+                )
 
     # ------------------------------------------------------------------ move and z-score, per bar
 
