@@ -535,19 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--backup-s", type=float, default=0.0)
     p.set_defaults(func=cmd_flow)
 
-    p = sub.add_parser("bars", help="read the bars topic")
-    bsub = p.add_subparsers(dest="action", required=True)
-    b = bsub.add_parser("tail", help="print bars as JSON lines, from the beginning")
-    _common(b)
-    b.add_argument("--interval", action="append", help="only this interval (repeatable)")
-    b.set_defaults(func=cmd_bars_tail)
-
-    p = sub.add_parser("alerts", help="read the alerts topic")
-    asub = p.add_subparsers(dest="action", required=True)
-    a = asub.add_parser("tail", help="print alerts as JSON lines, from the beginning")
-    _common(a)
-    a.add_argument("--interval", action="append", help="only this interval (repeatable)")
-    a.set_defaults(func=cmd_alerts_tail)
+    for name, func in (("bars", cmd_bars_tail), ("alerts", cmd_alerts_tail)):
+        p = sub.add_parser(name, help=f"read the {name} topic")
+        tail = p.add_subparsers(dest="action", required=True).add_parser(
+            "tail", help=f"print {name} as JSON lines, from the beginning"
+        )
+        _common(tail)
+        tail.add_argument("--interval", action="append", help="only this interval (repeatable)")
+        tail.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="broker + market + flow + console, one command")
     _common(p, data=True)
