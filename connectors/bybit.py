@@ -71,7 +71,7 @@ import orjson
 
 from candlewax.errors import ConfigError, ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import keys, load_json, may_contain, type_name
+from connectors.frames import control_object, keys, load_json, type_name
 
 VENUE = "bybit"
 WS_URL = "wss://stream.bybit.com/v5/public/spot"
@@ -153,13 +153,8 @@ def control(frame: Any) -> str | None:
     Answers to ``{"op":"ping"}`` → ``"pong"``; a successful subscribe → ``"subscribed"``; any
     ``"success": false`` answer (e.g. an unknown topic; the loop logs it) → ``"error"``. Both v5 (``op`` at the top) and legacy (``request.op``) acks.
     """
-    if not may_contain(frame, _CONTROL_MARKERS):
-        return None  # trade pushes: no second JSON decode on the hot path
-    try:
-        obj = load_json(frame)
-    except ParseError:
-        return None
-    if not isinstance(obj, dict):
+    obj = control_object(frame, _CONTROL_MARKERS)  # trade frames are not decoded here
+    if obj is None:
         return None
     op = obj.get("op")
     request = obj.get("request")

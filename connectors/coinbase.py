@@ -63,7 +63,7 @@ import orjson
 
 from candlewax.errors import ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import load_json, may_contain, split_pair, type_name
+from connectors.frames import control_object, load_json, split_pair, type_name
 
 VENUE = "coinbase"
 WS_URL = "wss://ws-feed.exchange.coinbase.com"
@@ -171,13 +171,8 @@ def control(frame: Any) -> str | None:
     ``"error"``; ``{"type":"heartbeat",...}`` → ``"heartbeat"``. Coinbase sends no
     reconnect notice.
     """
-    if not may_contain(frame, _CONTROL_MARKERS):
-        return None  # matches: no second JSON decode on the hot path
-    try:
-        obj = load_json(frame)
-    except ParseError:
-        return None
-    if not isinstance(obj, dict):
+    obj = control_object(frame, _CONTROL_MARKERS)  # trade frames are not decoded here
+    if obj is None:
         return None
     kind = obj.get("type")
     if kind == "subscriptions":

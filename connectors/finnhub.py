@@ -62,7 +62,7 @@ import orjson
 
 from candlewax.errors import ConfigError, ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import load_json, may_contain, type_name
+from connectors.frames import control_object, load_json, type_name
 
 VENUE = "finnhub"
 #: The caller appends ``?token=...`` (never stored or logged here).
@@ -138,13 +138,8 @@ def control(frame: Any) -> str | None:
     ``{"type":"ping"}`` → ``"heartbeat"`` (nothing to answer); ``{"type":"error",...}`` (e.g.
     an invalid symbol or too many symbols; the loop logs it) → ``"error"``.
     """
-    if not may_contain(frame, _CONTROL_MARKERS):
-        return None  # trade messages: no second JSON decode on the hot path
-    try:
-        obj = load_json(frame)
-    except ParseError:
-        return None
-    if not isinstance(obj, dict):
+    obj = control_object(frame, _CONTROL_MARKERS)  # trade frames are not decoded here
+    if obj is None:
         return None
     kind = obj.get("type")
     if kind == "ping":

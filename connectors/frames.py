@@ -69,3 +69,18 @@ def may_contain(frame: Any, markers: tuple[bytes, ...]) -> bool:
     if isinstance(frame, bytes | bytearray):
         return any(m in frame for m in markers)
     return True
+
+
+def control_object(frame: Any, markers: tuple[bytes, ...]) -> dict[str, Any] | None:
+    """The JSON object of a frame that may be a control message, else None (never raises).
+
+    Frames holding none of ``markers`` are not decoded at all: trade frames, the hot path, are
+    decoded once, by the parser.
+    """
+    if not may_contain(frame, markers):
+        return None
+    try:
+        obj = load_json(frame)
+    except ParseError:
+        return None
+    return obj if isinstance(obj, dict) else None

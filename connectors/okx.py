@@ -71,7 +71,7 @@ import orjson
 
 from candlewax.errors import ParseError
 from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import chunks, keys, load_json, split_pair, type_name
+from connectors.frames import chunks, control_object, keys, load_json, split_pair, type_name
 
 VENUE = "okx"
 WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
@@ -170,21 +170,10 @@ def control(frame: Any) -> str | None:
     """
     if isinstance(frame, memoryview):
         frame = frame.tobytes()
-    if isinstance(frame, str):
-        if _is_pong(frame):
-            return "pong"
-        if '"event"' not in frame:
-            return None  # trade pushes: no second JSON decode on the hot path
-    elif isinstance(frame, bytes | bytearray):
-        if _is_pong(frame):
-            return "pong"
-        if b'"event"' not in frame:
-            return None
-    try:
-        obj = _load(frame)
-    except ParseError:
-        return None
-    if not isinstance(obj, dict):
+    if isinstance(frame, str | bytes | bytearray) and _is_pong(frame):
+        return "pong"
+    obj = control_object(frame, (b'"event"',))  # trade pushes are not decoded here
+    if obj is None:
         return None
     event = obj.get("event")
     if event == "subscribe":

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import orjson
 
 from candlewax.errors import CandlewaxError, ConfigError, ParseError
 from candlewax.records import Trade
 from connectors import binance, bybit, coinbase, finnhub, okx
+from connectors.frames import control_object
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,9 @@ class VenueSpec:
 def _binance_control(frame: str | bytes) -> str | None:
     """``{"result": null, "id": 1}`` → subscribed; ``{"error": ...}`` → error;
     ``serverShutdown`` events (enveloped or bare) → reconnect."""
-    try:
-        obj = orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
+    # Trade frames hold none of these keys: they are decoded once, by the parser, not here too.
+    obj = control_object(frame, (b'"result"', b'"error"', b'"code"', b"serverShutdown"))
+    if obj is None:
         return None
     data = obj.get("data", obj)
     if isinstance(data, dict) and data.get("e") == "serverShutdown":

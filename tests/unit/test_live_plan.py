@@ -70,3 +70,12 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
 def test_backoff_resets_after_a_healthy_connection() -> None:
     waits = _delays(healthy_after_s=0.0, failures=6)  # every session counts as healthy
     assert all(0.5 <= w <= 1.0 for w in waits)
+
+
+def test_binance_control_labels() -> None:
+    control = BINANCE.control
+    assert control(b'{"result":null,"id":1}') == "subscribed"
+    assert control(b'{"error":{"code":2,"msg":"Invalid request"},"id":1}') == "error"
+    assert control(b'{"stream":"btcusdt@trade","data":{"e":"serverShutdown","E":1}}') == "reconnect"
+    trade = b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true}}'
+    assert control(trade) is None  # a trade, left to the parser
