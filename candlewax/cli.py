@@ -5,7 +5,8 @@
     candlewax replay PATH [--speed X] [--shift-ms N]          recorded traffic or trade files → trades
     candlewax synthetic [--symbols N] [--rate R]              seeded synthetic market → trades
     candlewax flow [--exit-when-done] [-w N -i I -a ADDRS]    the Bytewax bars dataflow
-    candlewax bars tail                                       print the bars topic
+    candlewax bars tail | alerts tail                         print the bars / alerts topic
+    candlewax notify [--console] [--from-beginning]           alerts → Telegram, WeCom, webhooks
     candlewax demo [--replay PATH] [--exit-when-done]         all of the above, one command
 
 Settings come from ``--config FILE`` < ``CANDLEWAX_*`` environment < flags.
@@ -320,6 +321,54 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     return _tail(args, ALERTS)
 
 
+def _notify_config(settings: Settings, console: bool = False, **top: Any) -> Any:
+    from sinks.notify.config import NotifyConfig, channels_from_env
+
+    raw = dict(settings.notify)
+    raw.update({k: v for k, v in top.items() if v is not None})
+    if console:
+        raw["channels"] = {
+            **(raw.get("channels") or channels_from_env(os.environ)),
+            "console": {"type": "console"},
+        }
+    return NotifyConfig.parse(
+        raw,
+        os.environ,
+        telegram_api_url=settings.telegram_api_url,
+        wecom_api_url=settings.wecom_api_url,
+        data_dir=settings.data_dir,
+    )
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from candlewax.logs import redact_secrets
+    from sinks.notify.notifier import Notifier
+
+    settings = _settings(args)
+    config = _notify_config(
+        settings,
+        console=args.console,
+        group_id=args.group_id,
+        state_file=str(args.state_file) if args.state_file else None,
+        start="earliest" if args.from_beginning else None,
+    )
+    redact_secrets(list(config.secrets))
+    if not config.destinations:
+        raise ConfigError(
+            "no channels to notify: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID, or "
+            "WECOM_WEBHOOK_KEY, or configure [candlewax.notify.channels] (docs/alerts.md); "
+            "--console prints alerts to stdout"
+        )
+    _require_broker(settings)
+    ensure_topics(settings)
+    _serve_metrics(args, settings)
+    stop = _stop_on_signals()
+    for line in config.describe():
+        print(f"notify: {line}", flush=True)
+    Notifier(settings, config).run(stop)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sinks.console import redraw, start_board
 
@@ -543,6 +592,22 @@ def build_parser() -> argparse.ArgumentParser:
         _common(tail)
         tail.add_argument("--interval", action="append", help="only this interval (repeatable)")
         tail.set_defaults(func=func)
+
+    p = sub.add_parser("notify", help="alerts → Telegram / WeCom robot / webhooks (consumer group)")
+    _common(p)
+    _metrics_flags(p)
+    p.add_argument("--group-id", help="consumer group (default candlewax-notify)")
+    p.add_argument(
+        "--state-file", type=Path, help="SQLite of delivered ids (DATA_DIR/notify.sqlite3)"
+    )
+    p.add_argument("--data-dir", type=Path, help="default home of the state file (./data)")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a new consumer group starts at the oldest alert (default: only new alerts)",
+    )
+    p.add_argument("--console", action="store_true", help="also print every alert to stdout")
+    p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("demo", help="broker + market + flow + console, one command")
     _common(p, data=True)

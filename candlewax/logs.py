@@ -32,5 +32,28 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs full request URLs (bot tokens, webhook keys) at INFO.
+    # httpx logs full request URLs (bot tokens, webhook keys) at INFO; httpcore at DEBUG.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class RedactFilter(logging.Filter):
+    """Replaces known secrets in every log line (a second guard behind never logging URLs)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+def redact_secrets(secrets: list[str]) -> None:
+    """Install :class:`RedactFilter` on every root handler."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactFilter(secrets))

@@ -88,6 +88,44 @@ CONNECTOR_LAST_TRADE_AGE = Gauge(
     ["venue"],
 )
 
+NOTIFY_CONSUMED = Counter(
+    "candlewax_notify_consumed_alerts_total", "Alert messages the notifier read from Kafka."
+)
+NOTIFY_ALERTS = Counter(
+    "candlewax_notify_alerts_total",
+    "Alerts by channel and outcome (delivered, digested, dead_lettered, duplicate, unrouted).",
+    ["channel", "outcome"],
+)
+NOTIFY_DIGESTS = Counter(
+    "candlewax_notify_digests_total", "Digest messages (several alerts in one) sent.", ["channel"]
+)
+NOTIFY_REQUESTS = Counter(
+    "candlewax_notify_requests_total",
+    "Requests to a channel by answer (ok, rate_limited, retry, rejected).",
+    ["channel", "outcome"],
+)
+NOTIFY_REQUEST_SECONDS = Histogram(
+    "candlewax_notify_request_seconds",
+    "Duration of one request to a channel.",
+    ["channel"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")),
+)
+NOTIFY_LATENCY = Histogram(
+    "candlewax_notify_delivery_latency_seconds",
+    "From reading an alert off Kafka to the channel accepting it (queueing and retries included).",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf")),
+)
+NOTIFY_QUEUE_DEPTH = Gauge(
+    "candlewax_notify_queue_depth", "Alerts waiting for a destination.", ["destination"]
+)
+NOTIFY_DEAD_LETTERED = Counter(
+    "candlewax_notify_dead_lettered_total",
+    "Alerts sent to deadletter instead of a channel, by reason (http_400, errcode_93000, "
+    "unavailable, ...); channel '-' for unreadable alert messages.",
+    ["channel", "reason"],
+)
+
 
 def serve(host: str, port: int) -> int:
     """Serve /metrics on host:port (port 0 = any free port); return the port."""

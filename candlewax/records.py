@@ -63,6 +63,8 @@ REASONS = (
     "late",
     "venue_frame",
     "gap",
+    "notify_rejected",
+    "notify_unavailable",
 )
 
 _DECIMAL_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")

@@ -54,6 +54,13 @@ class Settings:
     #: Volatility detector rules (docs/alerts.md): a TOML table [candlewax.alerts], or JSON in
     #: CANDLEWAX_ALERTS. Empty: the defaults.
     alerts: Mapping[str, Any] = field(default_factory=dict)
+    #: Notifier channels, routes and delivery (docs/alerts.md): a TOML table
+    #: [candlewax.notify], or JSON in CANDLEWAX_NOTIFY. Empty: channels from TELEGRAM_* /
+    #: WECOM_* environment variables.
+    notify: Mapping[str, Any] = field(default_factory=dict)
+    #: Base URLs of the Telegram Bot API and the WeCom robot API (proxies, tests).
+    telegram_api_url: str = "https://api.telegram.org"
+    wecom_api_url: str = "https://qyapi.weixin.qq.com"
     #: Symbols for `candlewax connect` when --symbols is not given.
     symbols: tuple[str, ...] = ()
     #: Extra librdkafka settings (security.protocol, sasl.*...) for every client.
@@ -83,11 +90,8 @@ class Settings:
         shown = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "kafka":
-                value = {
-                    k: ("***" if any(h in k.lower() for h in _SECRET_HINTS) else v)
-                    for k, v in value.items()
-                }
+            if f.name in ("kafka", "notify"):
+                value = _masked(value)
             shown[f.name] = value
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
@@ -129,6 +133,16 @@ class Settings:
         return cls(**values)
 
 
+def _masked(value: Any) -> Any:
+    """A copy with secret-looking values (token, key, secret, password, webhook url) as ***."""
+    if isinstance(value, Mapping):
+        return {
+            k: "***" if any(h in str(k).lower() for h in (*_SECRET_HINTS, "url")) else _masked(v)
+            for k, v in value.items()
+        }
+    return value
+
+
 def _coerce_all(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     out: dict[str, Any] = {}
@@ -144,11 +158,11 @@ def _coerce_all(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
     text = str(typ)
     try:
-        if key == "alerts":
+        if key in ("alerts", "notify"):
             if isinstance(value, str):
                 value = orjson.loads(value)
             if not isinstance(value, Mapping):
-                raise ValueError("alerts must be a table (TOML) or a JSON object")
+                raise ValueError(f"{key} must be a table (TOML) or a JSON object")
             return dict(value)
         if key == "kafka":
             if isinstance(value, str):

@@ -1,0 +1,519 @@
+"""The notifier: a consumer group on ``alerts`` that delivers every alert once, within the limits.
+
+Threads: the main thread polls Kafka, routes each alert to its destinations' queues, records
+outcomes and commits offsets; one worker thread per destination sends.
+
+- **Rate limits** hold on the platform's clock (:mod:`sinks.notify.ratelimit`); a Telegram bot's
+  30/s is shared by its chats.
+- **Digests**: when a send slot opens and the queue is longer than ``max_delay_s`` worth of sends,
+  everything queued goes out as one digest message instead of falling further behind.
+- **Answers**: 429 / WeCom 45009 → no sends to that destination until ``retry_after`` (or one
+  rate window), then the same message again; 5xx, timeouts, WeCom -1 → capped jittered backoff for
+  up to ``max_retry_s``, then dead-letter (``notify_unavailable``); 400/403/93000 → dead-letter at
+  once (``notify_rejected``), after one plain-text retry for a Telegram markup error.
+- **Exactly once, as far as HTTP allows**: an outcome is written to the SQLite store (and dead
+  letters confirmed by Kafka) before the offset moves; the committed offset of a partition is the
+  first alert not yet finished on *every* destination. A restart skips what the store has. The one
+  window left is a crash between the platform's answer and the store write: that message may be
+  sent again (webhooks get the alert id as ``X-Candlewax-Id`` to deduplicate).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from candlewax import metrics
+from candlewax.errors import ParseError
+from candlewax.kafka import TrackedProducer, consumer_config
+from candlewax.records import Alert, DeadLetter
+from candlewax.settings import Settings
+from candlewax.topics import ALERTS, DEADLETTER
+from sinks.notify import channels
+from sinks.notify.channels import Destination
+from sinks.notify.config import NotifyConfig
+from sinks.notify.store import DeliveredStore
+
+log = logging.getLogger(__name__)
+
+DELIVERED = "delivered"
+DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(slots=True)
+class _Item:
+    alert: Alert
+    raw: bytes
+    partition: int
+    offset: int
+    received: float  # monotonic
+
+
+@dataclass(slots=True)
+class _Done:
+    dest: Destination
+    items: list[_Item]
+    outcome: str  # delivered | dead_lettered
+    reason: str = ""
+    detail: str = ""
+    finished: float = field(default_factory=time.monotonic)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s … ``cap_s``, each × U(0.5, 1)."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap_s, self.base_s * 2**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _Worker(threading.Thread):
+    """Sends one destination's queue, in order, within its limits."""
+
+    def __init__(
+        self,
+        dest: Destination,
+        client: httpx.Client,
+        config: NotifyConfig,
+        done: Callable[[_Done], None],
+    ) -> None:
+        super().__init__(name=f"notify-{dest.key}", daemon=True)
+        self.dest = dest
+        self.client = client
+        self.config = config
+        self._done = done
+        self.queue: collections.deque[_Item] = collections.deque()
+        self.cond = threading.Condition()
+        self.stopping = threading.Event()
+        self.blocked_until = 0.0
+        self.next_digest_at = 0.0
+        self._state = "ok"  # for one log line per state change
+        shared = dest.shared.min_interval_s if dest.shared else 0.0
+        self.interval_s = max(dest.limiter.min_interval_s, shared)
+        self._depth = metrics.NOTIFY_QUEUE_DEPTH.labels(dest.key)
+
+    def put(self, item: _Item) -> None:
+        with self.cond:
+            self.queue.append(item)
+            self._depth.set(len(self.queue))
+            self.cond.notify()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.cond:
+            self.cond.notify()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            with self.cond:
+                while not self.queue and not self.stopping.is_set():
+                    self.cond.wait(0.5)
+            if self.stopping.is_set() or not self._wait_until_open():
+                return
+            if self._digesting() and not self._wait(self.next_digest_at):
+                return
+            with self.cond:
+                batch = self._take()
+                self._depth.set(len(self.queue))
+            self._deliver(batch)
+            if len(batch) > 1:
+                # Digests go out at the steady rate (window / count), not in a burst: a storm
+                # spends the burst allowance on a few large digests rather than many fragments.
+                self.next_digest_at = time.monotonic() + self.interval_s
+
+    def _digesting(self) -> bool:
+        n = len(self.queue)
+        return n > 1 and n * self.interval_s > self.config.max_delay_s
+
+    def _take(self) -> list[_Item]:
+        """The head alone, or — when the queue would wait longer than max_delay_s — all of it."""
+        if not self._digesting():
+            return [self.queue.popleft()]
+        batch = list(self.queue)
+        self.queue.clear()
+        return batch
+
+    def _wait(self, until: float) -> bool:
+        """Sleep until a monotonic time; False when stopping."""
+        while (delay := until - time.monotonic()) > 0:
+            if self.stopping.wait(min(delay, 1.0)):
+                return False
+        return True
+
+    def _wait_until_open(self) -> bool:
+        """Wait out a platform's retry_after or a backoff; False when stopping."""
+        return self._wait(self.blocked_until)
+
+    def _reserve(self) -> bool:
+        """Hold a send slot of this destination (and of its bot); False when stopping."""
+        while True:
+            if not self._wait_until_open():
+                return False
+            delay = self.dest.limiter.try_reserve()
+            if delay <= 0:
+                if self.dest.shared is None:
+                    return True
+                delay = self.dest.shared.try_reserve()
+                if delay <= 0:
+                    return True
+                self.dest.limiter.release()
+            if self.stopping.wait(min(delay, 1.0)):
+                return False
+
+    def _complete(self) -> None:
+        self.dest.limiter.complete()
+        if self.dest.shared is not None:
+            self.dest.shared.complete()
+
+    def _deliver(self, batch: list[_Item]) -> None:
+        dest, channel = self.dest, self.dest.channel
+        payloads = dest.payloads([i.alert for i in batch])
+        backoff = Backoff(cap_s=min(30.0, self.config.max_retry_s))
+        failing_since: float | None = None
+        tried_fallback = False
+        index = 0
+        while index < len(payloads):
+            if not self._reserve():
+                return  # stopping: nothing recorded, the offsets stay, a restart sends it
+            start = time.monotonic()
+            result = dest.post(self.client, payloads[index])
+            self._complete()
+            detail = self.config.redact(result.detail)
+            metrics.NOTIFY_REQUESTS.labels(channel, result.outcome).inc()
+            metrics.NOTIFY_REQUEST_SECONDS.labels(channel).observe(time.monotonic() - start)
+            if result.outcome == channels.OK:
+                index += 1
+                backoff.reset()
+                failing_since = None
+                self._set_state("ok", "%s: delivering again", dest.key)
+                continue
+            if result.outcome == channels.RATE_LIMITED:
+                wait = result.retry_after_s
+                if wait is None:  # not said: one full window of its limits
+                    wait = max((r.window_s for r in dest.limiter.rates), default=1.0)
+                self.blocked_until = time.monotonic() + wait
+                self._set_state(
+                    "rate_limited",
+                    "%s: rate limited (%s), no sends for %.1f s",
+                    dest.key,
+                    detail,
+                    wait,
+                )
+                continue
+            if result.outcome == channels.RETRY:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= self.config.max_retry_s:
+                    self._finish(batch, DEAD_LETTERED, "unavailable", detail)
+                    return
+                wait = backoff.next()
+                self.blocked_until = now + wait
+                self._set_state(
+                    "retrying",
+                    "%s: %s; retrying with backoff (next in %.1f s)",
+                    dest.key,
+                    detail,
+                    wait,
+                )
+                continue
+            fallback = None if tried_fallback else dest.fallback(payloads[index], result)
+            if fallback is not None:
+                log.warning("%s: %s; sending it as plain text instead", dest.key, detail)
+                tried_fallback = True
+                payloads[index] = fallback
+                continue
+            self._finish(batch, DEAD_LETTERED, result.reason or "rejected", detail)
+            return
+        self._finish(batch, DELIVERED)
+
+    def _finish(self, batch: list[_Item], outcome: str, reason: str = "", detail: str = "") -> None:
+        if outcome == DEAD_LETTERED:
+            log.error(
+                "%s: %d alert(s) dead-lettered (%s: %s)", self.dest.key, len(batch), reason, detail
+            )
+        self._done(_Done(self.dest, batch, outcome, reason, detail))
+
+    def _set_state(self, state: str, message: str, *args: Any) -> None:
+        if state != self._state:
+            self._state = state
+            (log.info if state == "ok" else log.warning)(message, *args)
+
+
+class Notifier:
+    """``run(stop)`` until ``stop`` is set; every outcome is recorded before its offset is
+    committed. One instance per consumer group is the intended deployment (see docs/alerts.md)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: NotifyConfig,
+        client: httpx.Client | None = None,
+    ) -> None:
+        if not config.destinations:
+            raise ValueError("no destinations")
+        self.settings = settings
+        self.config = config
+        self.topic = settings.topic(ALERTS)
+        self.deadletter_topic = settings.topic(DEADLETTER)
+        self.client = client or httpx.Client(
+            timeout=httpx.Timeout(config.timeout_s, connect=min(5.0, config.timeout_s)),
+            follow_redirects=False,
+        )
+        self._own_client = client is None
+        self.store = DeliveredStore(config.state_file, config.keep_days)
+        self.producer = TrackedProducer(settings.bootstrap_servers, settings.kafka)
+        self._completions: collections.deque[_Done] = collections.deque()
+        self._wake = threading.Event()
+        self.workers = {
+            d.key: _Worker(d, self.client, config, self._on_done) for d in config.destinations
+        }
+        #: partition -> {offset: destinations still to finish}, in offset order.
+        self._pending: dict[int, dict[int, int]] = {}
+        self._next: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
+        #: (alert id, destination key) being delivered -> every (partition, offset) waiting on it.
+        self._in_flight: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        self._paused = False
+        self.consumer: Consumer | None = None
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------------ worker → main
+
+    def _on_done(self, done: _Done) -> None:
+        self._completions.append(done)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self, stop: threading.Event) -> None:
+        conf = consumer_config(
+            self.settings.bootstrap_servers, self.config.group_id, self.settings.kafka
+        )
+        conf["auto.offset.reset"] = self.config.start
+        self.consumer = Consumer(conf)
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        for worker in self.workers.values():
+            worker.start()
+        log.info(
+            "notifying from %s (group %s) to: %s",
+            self.topic,
+            self.config.group_id,
+            "; ".join(self.config.describe()),
+        )
+        last_commit = 0.0
+        try:
+            while not stop.is_set():
+                messages = self.consumer.consume(500, timeout=0.1)
+                self._handle(messages)
+                self._drain()
+                self._flow_control()
+                if time.monotonic() - last_commit >= 0.5:
+                    self._commit(asynchronous=True)
+                    last_commit = time.monotonic()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        for worker in self.workers.values():
+            worker.join(self.config.timeout_s + 5)
+        self._drain()
+        try:
+            if self.consumer is not None:
+                self._commit(asynchronous=False)
+                self.consumer.close()
+        finally:
+            self.producer.flush()
+            self.store.close()
+            if self._own_client:
+                self.client.close()
+
+    def _handle(self, messages: list[Message]) -> None:
+        letters: list[tuple[int, int]] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("alerts consumer: %s", err)
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            if partition is None or offset is None or partition not in self._pending:
+                continue
+            self._next[partition] = offset + 1
+            raw = msg.value() or b""
+            metrics.NOTIFY_CONSUMED.inc()
+            try:
+                alert = Alert.decode(raw)
+            except ParseError as exc:
+                letters.append((partition, offset))
+                self._dead_letter_raw(raw, exc.reason, exc.detail, partition, offset)
+                continue
+            except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+                letters.append((partition, offset))
+                self._dead_letter_raw(raw, "json", str(exc)[:200], partition, offset)
+                continue
+            self._dispatch(_Item(alert, raw, partition, offset, time.monotonic()))
+        if letters:
+            self.producer.flush()  # confirmed before the offsets may move past them
+
+    def _dispatch(self, item: _Item) -> None:
+        targets = self.config.route(item.alert)
+        waiting = 0
+        for dest in targets:
+            key = (item.alert.id, dest.key)
+            if key in self._in_flight:  # the same alert again (an at-least-once upstream)
+                self._in_flight[key].append((item.partition, item.offset))
+                waiting += 1
+            elif self.store.seen(item.alert.id, dest.key):
+                metrics.NOTIFY_ALERTS.labels(dest.channel, "duplicate").inc()
+                self.stats["duplicate"] += 1
+            else:
+                self._in_flight[key] = [(item.partition, item.offset)]
+                self.workers[dest.key].put(item)
+                waiting += 1
+        if not targets:
+            metrics.NOTIFY_ALERTS.labels("-", "unrouted").inc()
+            self.stats["unrouted"] += 1
+        if waiting:
+            self._pending[item.partition][item.offset] = waiting
+
+    def _drain(self) -> None:
+        """Record outcomes (store, dead letters), then let the offsets move."""
+        if not self._completions:
+            return
+        batch: list[_Done] = []
+        while self._completions:
+            batch.append(self._completions.popleft())
+        if any(d.outcome == DEAD_LETTERED for d in batch):
+            for done in batch:
+                if done.outcome == DEAD_LETTERED:
+                    for item in done.items:
+                        self._dead_letter_alert(item, done)
+            self.producer.flush()
+        for done in batch:
+            dest = done.dest
+            self.store.mark((i.alert.id for i in done.items), dest.key, done.outcome)
+            outcome = done.outcome
+            if outcome == DELIVERED and len(done.items) > 1:
+                outcome = "digested"
+                metrics.NOTIFY_DIGESTS.labels(dest.channel).inc()
+            metrics.NOTIFY_ALERTS.labels(dest.channel, outcome).inc(len(done.items))
+            self.stats[outcome] += len(done.items)
+            for item in done.items:
+                if done.outcome == DELIVERED:
+                    metrics.NOTIFY_LATENCY.labels(dest.channel).observe(
+                        done.finished - item.received
+                    )
+                for partition, offset in self._in_flight.pop((item.alert.id, dest.key), []):
+                    self._resolve(partition, offset)
+
+    def _resolve(self, partition: int, offset: int) -> None:
+        pending = self._pending.get(partition)
+        if pending is None or offset not in pending:
+            return  # revoked meanwhile
+        pending[offset] -= 1
+        if pending[offset] <= 0:
+            del pending[offset]
+
+    def _dead_letter_raw(
+        self, raw: bytes, reason: str, detail: str, partition: int, offset: int
+    ) -> None:
+        metrics.NOTIFY_DEAD_LETTERED.labels("-", reason).inc()
+        source = {"topic": self.topic, "partition": partition, "offset": offset}
+        letter = DeadLetter(reason, f"alerts consumer: {detail}", raw, source)
+        self.producer.send(self.deadletter_topic, letter.encode())
+
+    def _dead_letter_alert(self, item: _Item, done: _Done) -> None:
+        reason = "notify_unavailable" if done.reason == "unavailable" else "notify_rejected"
+        metrics.NOTIFY_DEAD_LETTERED.labels(done.dest.channel, done.reason).inc()
+        source = {
+            "topic": self.topic,
+            "partition": item.partition,
+            "offset": item.offset,
+            "destination": done.dest.key,
+        }
+        detail = f"{done.dest.kind} {done.dest.key}: {done.reason}: {done.detail}"
+        self.producer.send(
+            self.deadletter_topic, DeadLetter(reason, detail, item.raw, source).encode()
+        )
+
+    # ------------------------------------------------------------------ offsets
+
+    def committable(self) -> dict[int, int]:
+        """Per partition: the first offset not finished on every destination."""
+        out = {}
+        for partition, pending in self._pending.items():
+            if pending:
+                out[partition] = next(iter(pending))
+            elif partition in self._next:
+                out[partition] = self._next[partition]
+        return out
+
+    def _commit(self, asynchronous: bool) -> None:
+        assert self.consumer is not None
+        offsets = [
+            TopicPartition(self.topic, p, o)
+            for p, o in self.committable().items()
+            if self._committed.get(p) != o
+        ]
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # a commit can fail during a rebalance; the next one retries
+            log.warning("committing notifier offsets failed, will retry: %s", exc)
+            return
+        for tp in offsets:
+            self._committed[tp.partition] = tp.offset
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._pending.setdefault(tp.partition, {})
+        log.info("alerts partitions assigned: %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit(asynchronous=False)
+        for tp in partitions:
+            self._pending.pop(tp.partition, None)
+            self._next.pop(tp.partition, None)
+            self._committed.pop(tp.partition, None)
+        log.info("alerts partitions revoked: %s", sorted(tp.partition for tp in partitions))
+
+    def _flow_control(self) -> None:
+        """Pause consumption while too many alerts are held (a destination is down)."""
+        assert self.consumer is not None
+        held = sum(len(p) for p in self._pending.values())
+        if not self._paused and held >= self.config.max_pending:
+            self.consumer.pause(self.consumer.assignment())
+            self._paused = True
+            log.warning("%d alerts pending delivery: pausing the alerts consumer", held)
+        elif self._paused and held <= self.config.max_pending // 2:
+            self.consumer.resume(self.consumer.assignment())
+            self._paused = False
+            log.info("pending alerts down to %d: consuming again", held)
+
+    def pending(self) -> int:
+        return sum(len(p) for p in self._pending.values())
