@@ -31,6 +31,7 @@ import orjson
 from candlewax import __version__, metrics
 from candlewax.broker import ENGINES, EmbeddedBroker, die_with_parent, free_port, wait_for_broker
 from candlewax.errors import BrokerError, CandlewaxError, ConfigError
+from candlewax.kafka import end_offsets
 from candlewax.logs import setup_logging
 from candlewax.records import DeadLetter, Trade
 from candlewax.settings import Settings
@@ -376,6 +377,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     broker: EmbeddedBroker | None = None
     flow: subprocess.Popen[bytes] | None = None
     board: Any = None
+    notifier: Any = None
     settings = _settings(
         args,
         retention_ms=-1 if args.retention_ms is None else args.retention_ms,
@@ -398,11 +400,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if args.replay
             else f"synthetic market, {args.symbols} symbols"
         )
+        notifier = _demo_notifier(settings, stop)
         header = [
             f"candlewax {__version__} demo — {source}",
             f"kafka: {settings.bootstrap_servers}"
             f"{f' (embedded {args.engine})' if broker else ''}   parquet: {settings.data_dir.resolve()}",
             f"metrics: {metrics_url} (flow)  {connector_url} (market)   Ctrl-C to stop",
+            "notify: "
+            + (
+                "; ".join(notifier.config.describe())
+                if notifier
+                else "console only (set TELEGRAM_BOT_TOKEN + TELEGRAM_CHAT_ID or WECOM_WEBHOOK_KEY to send)"
+            ),
         ]
         if args.replay:
             items = _replay_items(args.replay, args.venue, None)
@@ -456,6 +465,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise CandlewaxError(f"the bars flow exited with code {code} (see its log above)")
         if settings.exit_when_done:
             _wait_for_bars(board, settings.data_dir, timeout_s=10)
+            if notifier is not None:  # every alert sent before the demo ends (bounded wait)
+                ends = end_offsets(
+                    settings.bootstrap_servers, settings.topic(ALERTS), settings.kafka
+                )
+                deadline = time.monotonic() + 120
+                while not notifier.caught_up(ends) and time.monotonic() < deadline:
+                    time.sleep(0.1)
         stats = published[0] if published else None
         redraw(board.render(header))
         if stats is not None:
@@ -470,8 +486,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
             flow.wait(timeout=30)
         if board is not None and board.thread is not None:
             board.thread.join(timeout=5)  # its consumer closes before the broker goes away
+        if notifier is not None and notifier.thread is not None:
+            notifier.thread.join(timeout=30)  # it commits what it delivered before the broker goes
         if broker is not None:
             broker.stop()
+
+
+def _demo_notifier(settings: Settings, stop: threading.Event) -> Any:
+    """With credentials in the environment (or a [candlewax.notify] table), the demo sends its
+    alerts for real: a notifier thread from the first alert on."""
+    from candlewax.logs import redact_secrets
+    from sinks.notify.notifier import Notifier
+
+    config = _notify_config(settings, start="earliest", group_id=f"candlewax-demo-{os.getpid()}")
+    if not config.destinations:
+        return None
+    redact_secrets(list(config.secrets))
+    notifier = Notifier(settings, config)
+    notifier.start(stop)
+    return notifier
 
 
 def _wait_for_bars(board: Any, data_dir: Path, timeout_s: float) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from candlewax import metrics
 from candlewax.errors import DeliveryError
@@ -124,3 +125,34 @@ class TrackedProducer:
             raise DeliveryError(
                 f"{self.failed} messages were rejected by Kafka (last error: {self.last_error})"
             )
+
+
+def end_offsets(
+    bootstrap_servers: str,
+    topic: str,
+    extra: Mapping[str, str] | None = None,
+    timeout_s: float = 30,
+) -> dict[int, int]:
+    """Per non-empty partition, one past its last offset — by reading to partition EOF, which
+    every broker we test reports correctly (Tansu's high watermark is not reliable). Meant for
+    small topics (alerts) and finite runs."""
+    conf = consumer_config(bootstrap_servers, f"candlewax-ends-{uuid.uuid4().hex}", extra)
+    consumer = Consumer(conf)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = sorted(meta.partitions) if meta is not None else []
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        ends: dict[int, int] = {}
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(partitions) and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.2):
+                err, partition, offset = msg.error(), msg.partition(), msg.offset()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF and partition is not None:
+                        done.add(partition)
+                elif partition is not None and offset is not None:
+                    ends[partition] = offset + 1
+        return ends
+    finally:
+        consumer.close()

@@ -295,6 +295,7 @@ class Notifier:
         self._paused = False
         self.consumer: Consumer | None = None
         self.stats: collections.Counter[str] = collections.Counter()
+        self.thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ worker → main
 
@@ -303,6 +304,12 @@ class Notifier:
         self._wake.set()
 
     # ------------------------------------------------------------------ main loop
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """``run(stop)`` in a thread (``self.thread``), for processes that do other things too."""
+        self.thread = threading.Thread(target=self.run, args=(stop,), name="notify", daemon=True)
+        self.thread.start()
+        return self.thread
 
     def run(self, stop: threading.Event) -> None:
         conf = consumer_config(
@@ -517,3 +524,13 @@ class Notifier:
 
     def pending(self) -> int:
         return sum(len(p) for p in self._pending.values())
+
+    def caught_up(self, ends: dict[int, int]) -> bool:
+        """Every alert before ``ends`` (partition -> end offset) read and finished. Safe to call
+        from another thread (a dict resized meanwhile just means "not yet")."""
+        try:
+            return (
+                all(self._next.get(p, 0) >= end for p, end in ends.items()) and not self.pending()
+            )
+        except RuntimeError:
+            return False
