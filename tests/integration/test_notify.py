@@ -385,3 +385,31 @@ def test_a_20000_alert_storm_ends_as_a_few_digests(settings: Settings, tmp_path:
             f"storm: telegram {len(tg.messages)} messages, wecom {len(wecom.messages)}, "
             f"webhook {len(hook.bodies)} requests"
         )
+
+
+def test_a_long_outage_pauses_consumption_then_delivers_everything(
+    settings: Settings, tmp_path: Path
+) -> None:
+    alerts = sample_alerts(30)
+    hook = WebhookServer()
+    with hook:
+        down = [hook.answer(503, {"error": "maintenance"}) for _ in range(10_000)]
+        hook.force(*down)
+        cfg = config(
+            tmp_path,
+            {"hook": {"type": "webhook", "url": hook.url, "rate": "50/1s"}},
+            max_pending=5,
+        )
+        publish(settings, alerts)
+        with running(settings, cfg) as notifier:
+            wait_for(lambda: notifier._paused, 30, "the consumer to pause")
+            assert hook.bodies == []
+            with hook.lock:
+                hook.script.clear()  # the endpoint is back
+            wait_for(lambda: len(hook.alert_ids()) == 30, 60, "delivery after the outage")
+            wait_for(lambda: not notifier._paused, 30, "the consumer to resume")
+            wait_for(
+                lambda: committed(settings, "notify-test") == end_offsets(settings), 30, "commit"
+            )
+        assert sorted(hook.alert_ids()) == sorted(a.id for a in alerts)
+        assert len([r for r in hook.requests if r.get("forced") == 503]) >= 1  # it did retry
