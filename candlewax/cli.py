@@ -5,6 +5,7 @@
     candlewax replay PATH [--speed X] [--shift-ms N]          recorded traffic or trade files → trades
     candlewax synthetic [--symbols N] [--rate R]              seeded synthetic market → trades
     candlewax flow [--exit-when-done] [-w N -i I -a ADDRS]    the Bytewax bars dataflow
+    candlewax recovery init DIR                               the flow's crash-recovery store
     candlewax bars tail | alerts tail                         print the bars / alerts topic
     candlewax notify [--console] [--from-beginning]           alerts → Telegram, WeCom, webhooks
     candlewax demo [--replay PATH] [--exit-when-done]         all of the above, one command
@@ -282,8 +283,41 @@ def _flow_env(settings: Settings, metrics_port: int) -> dict[str, str]:
     return env
 
 
+def _recovery_parts(directory: Path) -> list[Path]:
+    return sorted(directory.glob("part-*.sqlite3"))
+
+
+def cmd_recovery_init(args: argparse.Namespace) -> int:
+    """Create the Bytewax recovery store (idempotent: an existing one is left as it is)."""
+    from bytewax.recovery import init_db_dir
+
+    directory: Path = args.directory
+    existing = _recovery_parts(directory)
+    if existing:
+        if len(existing) != args.partitions:
+            raise ConfigError(
+                f"{directory} already holds a recovery store of {len(existing)} partition(s), "
+                f"not {args.partitions}; use another directory, or delete it to start over "
+                "(the flow then reads its input from the beginning)"
+            )
+        print(f"{directory}: recovery store of {len(existing)} partition(s) already there")
+        return 0
+    directory.mkdir(parents=True, exist_ok=True)
+    init_db_dir(directory, args.partitions)
+    print(f"{directory}: recovery store of {args.partitions} partition(s) created")
+    return 0
+
+
 def cmd_flow(args: argparse.Namespace) -> int:
     from flows.volatility import AlertRules
+
+    if args.snapshot_s < 1 or args.backup_s < 0:
+        raise ConfigError("--snapshot-s must be >= 1 and --backup-s >= 0 (whole seconds)")
+    if args.recovery_dir is not None and not _recovery_parts(args.recovery_dir):
+        raise ConfigError(
+            f"no recovery store in {args.recovery_dir}: create it once with "
+            f"`candlewax recovery init {args.recovery_dir}`"
+        )
 
     settings = _settings(args, exit_when_done=args.exit_when_done or None)
     AlertRules.parse(settings.alerts)  # bad rules fail here, not inside the dataflow
@@ -612,10 +646,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--workers", type=int, default=None, help="worker threads per process")
     p.add_argument("-i", "--process-id", type=int, default=None)
     p.add_argument("-a", "--addresses", default=None, help='"host:port;host:port" of all processes')
-    p.add_argument("-r", "--recovery-dir", type=Path, default=None)
-    p.add_argument("-s", "--snapshot-s", type=float, default=10.0)
-    p.add_argument("-b", "--backup-s", type=float, default=0.0)
+    p.add_argument(
+        "-r",
+        "--recovery-dir",
+        type=Path,
+        default=None,
+        help="resume after a crash from this store (`candlewax recovery init DIR` first)",
+    )
+    p.add_argument(
+        "-s", "--snapshot-s", type=int, default=10, help="snapshot interval, whole seconds"
+    )
+    p.add_argument(
+        "-b", "--backup-s", type=int, default=0, help="keep old snapshots this long, whole s"
+    )
     p.set_defaults(func=cmd_flow)
+
+    p = sub.add_parser("recovery", help="the flow's crash-recovery store")
+    init = p.add_subparsers(dest="action", required=True).add_parser(
+        "init", help="create the recovery store for `candlewax flow -r DIR` (idempotent)"
+    )
+    init.add_argument("directory", type=Path)
+    init.add_argument(
+        "--partitions", type=int, default=1, help="recovery partitions (sqlite files), default 1"
+    )
+    init.set_defaults(func=cmd_recovery_init)
 
     for name, func in (("bars", cmd_bars_tail), ("alerts", cmd_alerts_tail)):
         p = sub.add_parser(name, help=f"read the {name} topic")

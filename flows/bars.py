@@ -40,7 +40,7 @@ from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
 from flows.barmath import BarState, bar_frame, decode_batch
 from flows.volatility import AlertRules, VolatilityState
 from sinks.kafka import KafkaOutput, KafkaRecord
-from sinks.parquet import write_bar_window, write_trade_block
+from sinks.parquet import remove_stale_temp, write_bar_window, write_trade_block
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +321,9 @@ def _late_detail(row: dict[str, Any], bars: BarState) -> str:
 class _ParquetPartition(StatelessSinkPartition[BarWindowFile | TradeBlockFile]):
     def __init__(self, settings: Settings) -> None:
         self.data_dir = settings.data_dir
+        removed = remove_stale_temp(self.data_dir)
+        if removed:
+            log.info("removed %d temp file(s) of writers killed mid-write", removed)
 
     def write_batch(self, items: list[BarWindowFile | TradeBlockFile]) -> None:
         for item in items:

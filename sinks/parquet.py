@@ -79,6 +79,25 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_stale_temp(data_dir: Path) -> int:
+    """Delete temp files that writers killed mid-write left behind (their process is gone).
+
+    They were never visible as data: hidden (leading dot) and not ``*.parquet``."""
+    removed = 0
+    for tmp in data_dir.rglob(".*.tmp") if data_dir.is_dir() else ():
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+            continue  # its writer is alive
+        except (ValueError, IndexError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue  # alive, someone else's
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def bars_frame(bars: pl.DataFrame | Sequence[dict[str, object]]) -> pl.DataFrame:
     """Wire-format bars (decimal strings) → a typed frame with exact DECIMAL columns."""
     if not isinstance(bars, pl.DataFrame):

@@ -1,0 +1,149 @@
+"""Crash recovery: `candlewax flow -r DIR` killed with -9 at five random moments and restarted
+each time ends with exactly the Parquet files, bars and alert ids of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from candlewax.broker import EmbeddedBroker
+from tests.kafka_read import read_topic
+
+pytestmark = pytest.mark.e2e
+CLI = [sys.executable, "-m", "candlewax.cli"]
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def _env(broker: EmbeddedBroker, prefix: str, data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDLEWAX_")}
+    return {
+        **env,
+        "CANDLEWAX_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "CANDLEWAX_TOPIC_PREFIX": prefix,
+        "CANDLEWAX_DATA_DIR": str(data),
+        "CANDLEWAX_PARTITIONS": "2",
+        "CANDLEWAX_RETENTION_MS": "-1",
+        "CANDLEWAX_BATCH_MAX": "2000",  # many epochs: kills land between and inside them
+        "CANDLEWAX_ALERTS": orjson.dumps(
+            {"range": {"1m": 0.002, "5m": 0.004}, "move": {"5m": 0.004}, "cooldown_ms": 0}
+        ).decode(),
+    }
+
+
+def _files(root: Path) -> dict[str, pl.DataFrame]:
+    return {str(p.relative_to(root)): pl.read_parquet(p) for p in sorted(root.rglob("*.parquet"))}
+
+
+def _alert_ids(broker: EmbeddedBroker, prefix: str) -> list[str]:
+    return [
+        orjson.loads(v)["id"] for *_, v in read_topic(broker.bootstrap_servers, f"{prefix}alerts")
+    ]
+
+
+def _bar_keys(broker: EmbeddedBroker, prefix: str) -> list[tuple[str, str, str, int]]:
+    out = []
+    for *_, v in read_topic(broker.bootstrap_servers, f"{prefix}bars"):
+        b = orjson.loads(v)
+        out.append((b["venue"], b["symbol"], b["interval"], b["start_ms"]))
+    return out
+
+
+def test_kill_9_five_times_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    rng = random.Random(20261122)
+    with EmbeddedBroker("tansu") as broker:
+        runs = {"ref": tmp_path / "ref", "rec": tmp_path / "rec"}
+        for name, data in runs.items():  # the same seeded market into two topic sets
+            env = _env(broker, f"{name}.", data)
+            published = subprocess.run(
+                [
+                    *CLI,
+                    "synthetic",
+                    "--symbols",
+                    "30",
+                    "--rate",
+                    "400",
+                    "--duration",
+                    "1800",
+                    "--speed",
+                    "0",
+                    "--start-ms",
+                    str(START_MS),
+                    "--seed",
+                    "11",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
+            assert published.returncode == 0, published.stderr[-2000:]
+        flow = [*CLI, "flow", "--exit-when-done", "--metrics-port", "0"]
+
+        t0 = time.monotonic()
+        ref = subprocess.run(
+            flow, capture_output=True, text=True, timeout=600, env=_env(broker, "ref.", runs["ref"])
+        )
+        assert ref.returncode == 0, ref.stderr[-3000:]
+        uninterrupted_s = time.monotonic() - t0
+
+        recovery = tmp_path / "recovery"
+        init = subprocess.run(
+            [*CLI, "recovery", "init", str(recovery)], capture_output=True, text=True, timeout=60
+        )
+        assert init.returncode == 0, init.stderr
+        env = _env(broker, "rec.", runs["rec"])
+        total = len(list(runs["ref"].rglob("*.parquet")))
+        # Kill at five random points of progress (files on disk), each run resuming the last.
+        targets = sorted(int(rng.uniform(0.1, 0.9) * total) for _ in range(5))
+        kills = 0
+        for target in targets:
+            proc = subprocess.Popen(
+                [*flow, "-r", str(recovery), "-s", "1"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline:
+                if len(list(runs["rec"].rglob("*.parquet"))) >= target:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+                    break
+                time.sleep(0.02)
+            proc.wait(timeout=30)
+            for path in runs["rec"].rglob("*.parquet"):  # what a reader sees is always whole
+                pl.read_parquet(path)
+        final = subprocess.run(
+            [*flow, "-r", str(recovery), "-s", "1"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        assert final.returncode == 0, final.stderr[-3000:]
+        assert kills == 5, f"only {kills} kills landed mid-run"
+
+        want, got = _files(runs["ref"]), _files(runs["rec"])
+        assert sorted(got) == sorted(want)  # the same file names: none missing, none extra
+        for name, frame in want.items():
+            assert got[name].equals(frame), name
+        assert not list(runs["rec"].rglob("*.tmp"))  # nothing half-written left behind
+        assert any(name.startswith("bars/interval=1h/") for name in want)
+
+        ref_ids, rec_ids = _alert_ids(broker, "ref."), _alert_ids(broker, "rec.")
+        assert ref_ids and len(ref_ids) == len(set(ref_ids))
+        assert set(rec_ids) == set(ref_ids)  # at-least-once on the topic, same ids
+        assert set(_bar_keys(broker, "rec.")) == set(_bar_keys(broker, "ref."))
+        print(
+            f"recovery: {kills} kills, uninterrupted {uninterrupted_s:.1f} s, "
+            f"{len(want)} files, alerts {len(ref_ids)} (topic after kills: {len(rec_ids)})"
+        )
