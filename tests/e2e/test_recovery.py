@@ -147,3 +147,18 @@ def test_kill_9_five_times_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             f"recovery: {kills} kills, uninterrupted {uninterrupted_s:.1f} s, "
             f"{len(want)} files, alerts {len(ref_ids)} (topic after kills: {len(rec_ids)})"
         )
+
+
+def test_recovery_init_is_idempotent_and_the_flow_asks_for_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run = lambda *a: subprocess.run([*CLI, *a], capture_output=True, text=True, timeout=60)  # noqa: E731
+    first = run("recovery", "init", str(store), "--partitions", "2")
+    assert first.returncode == 0 and "2 partition(s) created" in first.stdout
+    again = run("recovery", "init", str(store), "--partitions", "2")
+    assert again.returncode == 0 and "already there" in again.stdout
+    assert sorted(p.name for p in store.iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
+    other = run("recovery", "init", str(store), "--partitions", "3")
+    assert other.returncode == 1 and "already holds a recovery store of 2" in other.stderr
+    missing = run("flow", "-r", str(tmp_path / "none"), "--bootstrap-servers", "127.0.0.1:1")
+    assert missing.returncode == 1
+    assert f"candlewax recovery init {tmp_path / 'none'}" in missing.stderr
