@@ -6,6 +6,7 @@
     candlewax synthetic [--symbols N] [--rate R]              seeded synthetic market → trades
     candlewax flow [--exit-when-done] [-w N -i I -a ADDRS]    the Bytewax bars dataflow
     candlewax recovery init DIR                               the flow's crash-recovery store
+    candlewax backtest --from T --to T --out DIR              replay a time range, with a report
     candlewax bars tail | alerts tail                         print the bars / alerts topic
     candlewax notify [--console] [--from-beginning]           alerts → Telegram, WeCom, webhooks
     candlewax demo [--replay PATH] [--exit-when-done]         all of the above, one command
@@ -329,6 +330,39 @@ def cmd_flow(args: argparse.Namespace) -> int:
     print(f"metrics: http://127.0.0.1:{settings.metrics_port}/metrics", flush=True)
     os.execve(sys.executable, cmd, env)
     return 0  # pragma: no cover - exec does not return
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from flows.backtest import parse_time, run_backtest
+    from flows.volatility import AlertRules
+    from sinks.report import write_report
+
+    extra: dict[str, Any] = {}
+    if args.alerts:
+        extra["alerts"] = args.alerts
+    settings = _settings(args, **extra)
+    AlertRules.parse(settings.alerts)  # bad rules fail before any reading
+    between = (parse_time(args.from_time), parse_time(args.to_time))
+    symbols = (
+        frozenset(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+        if args.symbols
+        else None
+    )
+    if args.from_archive is None:
+        settings = _require_broker(settings)
+    summary = run_backtest(settings, between, args.out, symbols, args.from_archive)
+    report = write_report(args.out, summary, _read_jsonl(args.out / "alerts.jsonl"))
+    print(
+        f"backtest: {summary['bars']} bars, {summary['alerts']} alerts "
+        f"{summary['alerts_by_rule']}, {summary['deadletters']} dead letters in "
+        f"{summary['seconds']} s"
+    )
+    print(f"bars: {args.out / 'bars'}  alerts: {args.out / 'alerts.jsonl'}  report: {report}")
+    return 0
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def _tail(args: argparse.Namespace, topic_name: str) -> int:
@@ -660,6 +694,21 @@ def build_parser() -> argparse.ArgumentParser:
         "-b", "--backup-s", type=int, default=0, help="keep old snapshots this long, whole s"
     )
     p.set_defaults(func=cmd_flow)
+
+    p = sub.add_parser(
+        "backtest", help="run the flow over a time range of trades into a directory, with a report"
+    )
+    _common(p)
+    p.add_argument("--from", dest="from_time", required=True, help="ISO 8601 (UTC) or epoch ms")
+    p.add_argument("--to", dest="to_time", required=True, help="end, exclusive")
+    p.add_argument("--out", type=Path, required=True, help="directory for bars, alerts, report")
+    p.add_argument("--symbols", help="only these symbols (comma-separated)")
+    p.add_argument("--alerts", help="detector rules as JSON (overrides --config / env)")
+    p.add_argument("--lateness-ms", type=int, help="allowed lateness behind the watermark")
+    p.add_argument(
+        "--from-archive", type=Path, help="read a Parquet trade archive (DATA_DIR/trades)"
+    )
+    p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("recovery", help="the flow's crash-recovery store")
     init = p.add_subparsers(dest="action", required=True).add_parser(

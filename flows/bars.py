@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,12 +66,21 @@ class Batch:
 
 
 class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
-    def __init__(self, settings: Settings, partition: int, next_offset: int | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        partition: int,
+        next_offset: int | None,
+        stop_ms: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._topic = settings.topic(TRADES)
         self._partition = partition
         self._batch_max = settings.batch_max
         self._exit_when_done = settings.exit_when_done
         self._next_offset = next_offset
+        self._stop_ms = stop_ms
+        self._progress = progress
         self._done = False
         conf = consumer_config(settings.bootstrap_servers, settings.group_id, settings.kafka)
         self._consumer = Consumer(conf)
@@ -99,9 +109,14 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
             values.append(msg.value())  # type: ignore[arg-type]
             offsets.append(msg.offset())  # type: ignore[arg-type]
             at_end = False
+            if self._stop_ms is not None and msg.timestamp()[1] >= self._stop_ms:
+                at_end = True  # a bounded read (backtest) is past its end
+                break
         if offsets:
             self._next_offset = offsets[-1] + 1
             metrics.MESSAGES_IN.labels(str(self._partition)).inc(len(offsets))
+            if self._progress is not None:
+                self._progress(self._partition, self._next_offset)
         final = at_end and self._exit_when_done
         if final:
             self._done = True
@@ -120,10 +135,23 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
 
 
 class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
-    """Every partition of ``trades``; resume state is the next offset to read."""
+    """Every partition of ``trades``; resume state is the next offset to read.
 
-    def __init__(self, settings: Settings) -> None:
+    A backtest bounds it: ``starts`` (partition → first offset) and ``stop_ms`` (a partition ends
+    at its first message stamped at or after it), reporting ``progress(partition, next offset)``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        starts: dict[int, int] | None = None,
+        stop_ms: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.starts = starts
+        self.stop_ms = stop_ms
+        self.progress = progress
 
     def list_parts(self) -> list[str]:
         topic = self.settings.topic(TRADES)
@@ -146,7 +174,11 @@ class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _TradesPartition:
         if resume_state is not None and resume_state < 0:
             resume_state = None
-        return _TradesPartition(self.settings, int(for_part), resume_state)
+        if resume_state is None and self.starts is not None:
+            resume_state = self.starts.get(int(for_part))
+        return _TradesPartition(
+            self.settings, int(for_part), resume_state, self.stop_ms, self.progress
+        )
 
 
 # --------------------------------------------------------------------------- the stateful step
@@ -188,7 +220,14 @@ class PartitionState:
 class BarStep:
     """The mapper of the ``bars`` stateful_map: pure apart from metrics."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        between_ms: tuple[int, int] | None = None,
+        symbols: frozenset[str] | None = None,
+    ) -> None:
+        self.between_ms = between_ms
+        self.symbols = symbols
         self.intervals = settings.intervals
         self.lateness_ms = settings.lateness_ms
         self.archive = settings.archive_trades
@@ -214,7 +253,10 @@ class BarStep:
             self._dead(
                 out, batch, rejected.reason, rejected.detail, rejected.raw, batch.offsets[index]
             )
-        result = state.bars.step(decoded.rows)
+        rows = decoded.rows
+        if self.between_ms is not None or self.symbols is not None:
+            rows = rows.filter(self._selected())
+        result = state.bars.step(rows)
         late_by_venue: dict[str, int] = {}
         for row in result.late.iter_rows(named=True):
             late_by_venue[row["venue"]] = late_by_venue.get(row["venue"], 0) + 1
@@ -223,7 +265,7 @@ class BarStep:
                 out, batch, "late", _late_detail(row, state.bars), _row_json(row), row["off"]
             )
         if result.trades:
-            for venue, count in _venue_counts(decoded.rows):
+            for venue, count in _venue_counts(rows):
                 aggregated = count - late_by_venue.get(venue, 0)
                 if aggregated:
                     metrics.TRADES_IN.labels(venue).inc(aggregated)
@@ -245,6 +287,15 @@ class BarStep:
         if state.bars.watermark_ms is not None:
             metrics.WATERMARK.labels(str(batch.partition)).set(state.bars.watermark_ms)
         return state, out
+
+    def _selected(self) -> pl.Expr:
+        """Heartbeats (they move the watermark), and trades in the backtest's range/symbols."""
+        keep = pl.lit(True)
+        if self.between_ms is not None:
+            keep = keep & pl.col("ts_ms").is_between(*self.between_ms, closed="left")
+        if self.symbols is not None:
+            keep = keep & pl.col("symbol").is_in(list(self.symbols))
+        return pl.col("hb") | keep
 
     def _dead(
         self, out: StepOutput, batch: Batch, reason: str, detail: str, raw: bytes, offset: int
@@ -348,14 +399,25 @@ class ParquetOutput(DynamicSink[BarWindowFile | TradeBlockFile]):
 # --------------------------------------------------------------------------- wiring
 
 
-def build_flow(settings: Settings) -> Dataflow:
-    """The dataflow for ``settings`` (pure wiring; checks nothing)."""
+def build_flow(
+    settings: Settings,
+    source: Any = None,
+    step: BarStep | None = None,
+    records_sink: Any = None,
+) -> Dataflow:
+    """The dataflow for ``settings`` (pure wiring; checks nothing). A backtest passes its own
+    bounded ``source``, a ``step`` with its range, and a ``records_sink`` that writes files
+    instead of topics; everything else is the same code as the live flow."""
     flow = Dataflow("candlewax_bars")
-    batches = op.input("trades_in", flow, TradesSource(settings))
-    keyed_out = op.stateful_map("bars", batches, BarStep(settings))
+    batches = op.input("trades_in", flow, source or TradesSource(settings))
+    keyed_out = op.stateful_map("bars", batches, step or BarStep(settings))
     outputs = op.map("unkey", keyed_out, lambda kv: kv[1])
     records = op.flat_map("records", outputs, lambda o: o.records)
-    op.output("kafka_out", records, KafkaOutput(settings.bootstrap_servers, settings.kafka))
+    op.output(
+        "kafka_out",
+        records,
+        records_sink or KafkaOutput(settings.bootstrap_servers, settings.kafka),
+    )
     files = op.flat_map("files", outputs, lambda o: o.files)
     op.output("parquet_out", files, ParquetOutput(settings))
     return flow
