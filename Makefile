@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CANDLEWAX_TEST_BROKERS ?= tansu,noida
 
-.PHONY: demo test lint format bench clean help
+.PHONY: demo test lint tools format bench clean help
 
 help:
 	@echo "make demo   - embedded broker + synthetic market + bars flow + live console"
@@ -32,7 +32,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# System tools the tests drive: headless Chromium renders the backtest report. Installed from
+# Debian's packages when missing (needs root, as on CI); otherwise say what to install.
+tools:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian package) for the report tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the tests need chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+test: lint tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 format: $(STAMP)
