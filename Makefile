@@ -32,14 +32,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# System tools the tests drive: headless Chromium renders the backtest report. Installed from
-# Debian's packages when missing (needs root, as on CI); otherwise say what to install.
+# System tools the tests drive: headless Chromium renders the backtest report; promtool (Debian
+# package prometheus) checks metrics and alert rules. Installed from Debian's packages when
+# missing (needs root, as on CI); otherwise the message says what to install.
+TOOLS := chromium:chromium promtool:prometheus
 tools:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium (Debian package) for the report tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "the tests need chromium: sudo apt-get install chromium"; exit 1; fi; }
+	    echo "installing Debian packages for the tests:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "the tests need these Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
 
 test: lint tools
 	$(BIN)/pytest $(PYTEST_ARGS)

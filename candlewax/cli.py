@@ -57,7 +57,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "metrics_host": getattr(args, "metrics_host", None),
         **extra,
     }
-    return Settings.load(args.config, **overrides)
+    # CANDLEWAX_CONFIG names the file when --config does not (containers mount it there).
+    return Settings.load(args.config or os.environ.get("CANDLEWAX_CONFIG") or None, **overrides)
 
 
 def _require_broker(settings: Settings) -> Settings:
@@ -258,7 +259,9 @@ def _flow_command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def _flow_env(settings: Settings, metrics_port: int) -> dict[str, str]:
+def _flow_env(
+    settings: Settings, metrics_port: int, bytewax_api_port: int | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -268,14 +271,20 @@ def _flow_env(settings: Settings, metrics_port: int) -> dict[str, str]:
             "CANDLEWAX_LATENESS_MS": str(settings.lateness_ms),
             "CANDLEWAX_INTERVALS": ",".join(settings.intervals),
             "CANDLEWAX_BATCH_MAX": str(settings.batch_max),
+            "CANDLEWAX_METRIC_SYMBOLS_MAX": str(settings.metric_symbols_max),
             "CANDLEWAX_ARCHIVE_TRADES": str(settings.archive_trades),
             "CANDLEWAX_EXIT_WHEN_DONE": str(settings.exit_when_done),
             "CANDLEWAX_ALERTS": orjson.dumps(dict(settings.alerts)).decode(),
             "CANDLEWAX_LOG_LEVEL": logging.getLevelName(logging.getLogger().level),
-            "BYTEWAX_DATAFLOW_API_ENABLED": "1",
-            "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
+            "CANDLEWAX_METRICS_HOST": settings.metrics_host,
+            "CANDLEWAX_METRICS_PORT": str(metrics_port),
         }
     )
+    if bytewax_api_port is not None:  # Bytewax's own endpoint (binds 0.0.0.0): opt-in
+        env["BYTEWAX_DATAFLOW_API_ENABLED"] = "1"
+        env["BYTEWAX_DATAFLOW_API_PORT"] = str(bytewax_api_port)
+    else:
+        env.pop("BYTEWAX_DATAFLOW_API_ENABLED", None)
     if settings.kafka:
         env["CANDLEWAX_KAFKA"] = ",".join(f"{k}={v}" for k, v in settings.kafka.items())
     # The flow imports flows/ and sinks/ from this checkout even without an install.
@@ -324,10 +333,13 @@ def cmd_flow(args: argparse.Namespace) -> int:
     AlertRules.parse(settings.alerts)  # bad rules fail here, not inside the dataflow
     settings = _require_broker(settings)
     ensure_topics(settings)
-    env = _flow_env(settings, settings.metrics_port)
+    env = _flow_env(settings, settings.metrics_port, args.bytewax_api_port)
     cmd = _flow_command(args)
     log.info("running the bars flow: %s", " ".join(cmd[1:]))
-    print(f"metrics: http://127.0.0.1:{settings.metrics_port}/metrics", flush=True)
+    if settings.metrics_port:
+        print(
+            f"metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics", flush=True
+        )
     os.execve(sys.executable, cmd, env)
     return 0  # pragma: no cover - exec does not return
 
@@ -680,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--workers", type=int, default=None, help="worker threads per process")
     p.add_argument("-i", "--process-id", type=int, default=None)
     p.add_argument("-a", "--addresses", default=None, help='"host:port;host:port" of all processes')
+    p.add_argument(
+        "--bytewax-api-port",
+        type=int,
+        default=None,
+        help="also serve Bytewax's own API and bytewax_* metrics here (binds all interfaces)",
+    )
     p.add_argument(
         "-r",
         "--recovery-dir",

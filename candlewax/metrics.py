@@ -32,8 +32,8 @@ OPEN_WINDOWS = Gauge(
     "candlewax_open_windows", "Open (not yet closed) bar windows held in flow state.", ["interval"]
 )
 WATERMARK = Gauge(
-    "candlewax_watermark_ms",
-    "Event-time watermark of a trades partition (epoch ms).",
+    "candlewax_watermark_seconds",
+    "Event-time watermark of a trades partition (Unix time, seconds).",
     ["partition"],
 )
 BAR_CLOSE_LAG = Histogram(
@@ -41,6 +41,19 @@ BAR_CLOSE_LAG = Histogram(
     "Wall time at emission minus the bar's end (event time): how late bars come out.",
     ["interval"],
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
+)
+CONSUMER_LAG = Gauge(
+    "candlewax_consumer_lag_messages",
+    "Messages between a consumer's position and the end of its partition (flow: trades; "
+    "notify: alerts).",
+    ["consumer", "partition"],
+)
+ALERT_LATENCY = Histogram(
+    "candlewax_alert_latency_seconds",
+    "Wall time when the flow emitted an alert minus the event (exchange) time of the trade or "
+    "bar end that raised it: trade → alert, end to end.",
+    ["rule"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, float("inf")),
 )
 ALERTS = Counter(
     "candlewax_alerts_total", "Volatility alerts raised (after cooldown).", ["rule", "interval"]
@@ -116,6 +129,12 @@ NOTIFY_LATENCY = Histogram(
     ["channel"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf")),
 )
+NOTIFY_END_TO_END = Histogram(
+    "candlewax_notify_end_to_end_seconds",
+    "From the event time of the trade that raised an alert to a channel accepting it.",
+    ["channel"],
+    buckets=(0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, float("inf")),
+)
 NOTIFY_QUEUE_DEPTH = Gauge(
     "candlewax_notify_queue_depth", "Alerts waiting for a destination.", ["destination"]
 )
@@ -126,6 +145,56 @@ NOTIFY_DEAD_LETTERED = Counter(
     ["channel", "reason"],
 )
 
+# Market view: per-symbol gauges, for a bounded set of symbols only (``metric_symbols_max``).
+BAR_CLOSE = Gauge(
+    "candlewax_bar_close",
+    "Close price of the latest closed bar (tracked symbols only).",
+    ["venue", "symbol", "interval"],
+)
+BAR_RANGE = Gauge(
+    "candlewax_bar_range_ratio",
+    "(high - low) / high of the latest closed bar (tracked symbols only).",
+    ["venue", "symbol", "interval"],
+)
+BAR_VOLUME = Gauge(
+    "candlewax_bar_volume",
+    "Base volume of the latest closed bar (tracked symbols only).",
+    ["venue", "symbol", "interval"],
+)
+LAST_ALERT = Gauge(
+    "candlewax_last_alert_timestamp_seconds",
+    "Event time of the latest alert per rule (tracked symbols only).",
+    ["venue", "symbol", "rule"],
+)
+
+
+class SymbolLimit:
+    """The first ``limit`` (venue, symbol) pairs seen get per-symbol series; others none. Keeps
+    label sets bounded whatever the feed brings."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.tracked: set[tuple[str, str]] = set()
+        self.refused = 0
+
+    def allows(self, venue: str, symbol: str) -> bool:
+        key = (venue, symbol)
+        if key in self.tracked:
+            return True
+        if len(self.tracked) < self.limit:
+            self.tracked.add(key)
+            return True
+        self.refused += 1
+        if self.refused == 1:
+            log.info(
+                "per-symbol metrics are kept for %d symbols (metric_symbols_max); %s:%s and "
+                "later ones have none",
+                self.limit,
+                venue,
+                symbol,
+            )
+        return False
+
 
 def serve(host: str, port: int) -> int:
     """Serve /metrics on host:port (port 0 = any free port); return the port."""
@@ -133,3 +202,22 @@ def serve(host: str, port: int) -> int:
     bound = int(server.server_address[1])
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return bound
+
+
+def reference_table() -> str:
+    """The metrics reference of docs/operations.md (``python -m candlewax.metrics``)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for obj in list(globals().values()):
+        if not isinstance(obj, MetricWrapperBase):
+            continue
+        (desc,) = obj.describe()
+        name = desc.name + ("_total" if desc.type == "counter" else "")
+        labels = ", ".join(obj._labelnames)
+        rows.append(f"| `{name}` | {desc.type} | {labels} | {desc.documentation} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_table(), end="")

@@ -51,6 +51,9 @@ class Settings:
     exit_when_done: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    #: Per-symbol market gauges (close, range, volume, last alert) for at most this many
+    #: symbols, the first seen; 0 turns them off.
+    metric_symbols_max: int = 50
     #: Volatility detector rules (docs/alerts.md): a TOML table [candlewax.alerts], or JSON in
     #: CANDLEWAX_ALERTS. Empty: the defaults.
     alerts: Mapping[str, Any] = field(default_factory=dict)

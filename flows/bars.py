@@ -86,6 +86,8 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
         self._consumer = Consumer(conf)
         start = OFFSET_BEGINNING if next_offset is None else next_offset
         self._consumer.assign([TopicPartition(self._topic, partition, start)])
+        self._tp = TopicPartition(self._topic, partition)
+        self._lag = metrics.CONSUMER_LAG.labels("flow", str(partition))
 
     def next_batch(self) -> list[tuple[str, Batch]]:
         if self._done:
@@ -115,6 +117,10 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
         if offsets:
             self._next_offset = offsets[-1] + 1
             metrics.MESSAGES_IN.labels(str(self._partition)).inc(len(offsets))
+            # The high watermark as of the last fetch response: no request to the broker.
+            _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+            if high >= 0:
+                self._lag.set(max(0, high - self._next_offset))
             if self._progress is not None:
                 self._progress(self._partition, self._next_offset)
         final = at_end and self._exit_when_done
@@ -236,6 +242,7 @@ class BarStep:
         self.deadletter_topic = settings.topic(DEADLETTER)
         self.alerts_topic = settings.topic(ALERTS)
         self.rules = AlertRules.parse(settings.alerts)
+        self.market = metrics.SymbolLimit(settings.metric_symbols_max)
 
     def __call__(
         self, state: PartitionState | None, batch: Batch
@@ -278,14 +285,20 @@ class BarStep:
         self._emit_bars(out, batch.partition, closed)
         alerts = state.vol.on_trades(result.on_time) + state.vol.on_closed(closed)
         state.vol.expire(None if batch.final else state.bars.watermark_ms)
+        now_ms = time.time() * 1000
         for alert in alerts:
             metrics.ALERTS.labels(alert.rule, alert.interval).inc()
+            metrics.ALERT_LATENCY.labels(alert.rule).observe(max(0.0, now_ms - alert.ts_ms) / 1000)
+            if self.market.allows(alert.venue, alert.symbol):
+                metrics.LAST_ALERT.labels(alert.venue, alert.symbol, alert.rule).set(
+                    alert.ts_ms / 1000
+                )
             key = f"{alert.venue}:{alert.symbol}".encode()
             out.records.append(KafkaRecord(self.alerts_topic, key, alert.encode(), alert.ts_ms))
         if self.archive:
             self._archive(state, out, batch, decoded.rows)
         if state.bars.watermark_ms is not None:
-            metrics.WATERMARK.labels(str(batch.partition)).set(state.bars.watermark_ms)
+            metrics.WATERMARK.labels(str(batch.partition)).set(state.bars.watermark_ms / 1000)
         return state, out
 
     def _selected(self) -> pl.Expr:
@@ -311,6 +324,7 @@ class BarStep:
                 continue
             frame = bar_frame(kernel_bars, interval)
             metrics.BARS_EMITTED.labels(interval).inc(frame.height)
+            self._market_gauges(frame, interval)
             values = frame.write_ndjson().encode().splitlines()
             keys = frame.select(pl.concat_str("venue", pl.lit(":"), "symbol"))[:, 0].to_list()
             for key, value, end_ms in zip(keys, values, frame["end_ms"].to_list(), strict=True):
@@ -320,6 +334,19 @@ class BarStep:
                     max(0.0, now - (int(start_ms) + INTERVALS[interval]) / 1000)
                 )
                 out.files.append(BarWindowFile(partition, interval, int(start_ms), window))
+
+    def _market_gauges(self, frame: pl.DataFrame, interval: str) -> None:
+        if not self.market.limit:
+            return
+        latest = frame.group_by("venue", "symbol").agg(pl.all().sort_by("start_ms").last())
+        for row in latest.select("venue", "symbol", "close", "high", "low", "volume").iter_rows():
+            venue, symbol, close, high, low, volume = row
+            if not self.market.allows(venue, symbol):
+                continue
+            hi = float(high)
+            metrics.BAR_CLOSE.labels(venue, symbol, interval).set(float(close))
+            metrics.BAR_RANGE.labels(venue, symbol, interval).set((hi - float(low)) / hi)
+            metrics.BAR_VOLUME.labels(venue, symbol, interval).set(float(volume))
 
     def _archive(
         self, state: PartitionState, out: StepOutput, batch: Batch, rows: pl.DataFrame
@@ -431,4 +458,5 @@ def build() -> Dataflow:
     if not settings.bootstrap_servers:
         raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")
     wait_for_broker(settings.bootstrap_servers)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     return build_flow(settings)

@@ -357,6 +357,7 @@ class Notifier:
 
     def _handle(self, messages: list[Message]) -> None:
         letters: list[tuple[int, int]] = []
+        seen: set[int] = set()
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -367,6 +368,7 @@ class Notifier:
             if partition is None or offset is None or partition not in self._pending:
                 continue
             self._next[partition] = offset + 1
+            seen.add(partition)
             raw = msg.value() or b""
             metrics.NOTIFY_CONSUMED.inc()
             try:
@@ -382,6 +384,13 @@ class Notifier:
             self._dispatch(_Item(alert, raw, partition, offset, time.monotonic()))
         if letters:
             self.producer.flush()  # confirmed before the offsets may move past them
+        assert self.consumer is not None
+        for partition in seen:
+            tp = TopicPartition(self.topic, partition)
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                lag = max(0, high - self._next[partition])
+                metrics.CONSUMER_LAG.labels("notify", str(partition)).set(lag)
 
     def _dispatch(self, item: _Item) -> None:
         targets = self.config.route(item.alert)
@@ -417,6 +426,7 @@ class Notifier:
                     for item in done.items:
                         self._dead_letter_alert(item, done)
             self.producer.flush()
+        wall_done = time.time()
         for done in batch:
             dest = done.dest
             self.store.mark((i.alert.id for i in done.items), dest.key, done.outcome)
@@ -431,6 +441,8 @@ class Notifier:
                     metrics.NOTIFY_LATENCY.labels(dest.channel).observe(
                         done.finished - item.received
                     )
+                    end_to_end = wall_done - item.alert.ts_ms / 1000
+                    metrics.NOTIFY_END_TO_END.labels(dest.channel).observe(max(0.0, end_to_end))
                 for partition, offset in self._in_flight.pop((item.alert.id, dest.key), []):
                     self._resolve(partition, offset)
 
