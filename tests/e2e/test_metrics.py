@@ -55,6 +55,9 @@ def wait_for(port: int, proc: subprocess.Popen, ok, what: str, timeout_s: float 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+PORTS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """/metrics of a running synthetic market, flow and notifier (one broker)."""
@@ -131,6 +134,7 @@ def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
                     "notifier deliveries",
                 ),
             }
+            PORTS.update(ports)
             yield out
         finally:
             for proc in running.values():
@@ -263,3 +267,88 @@ def test_dashboards_and_rules_name_only_exported_metrics(scrapes: dict[str, str]
         if name not in exported and name not in recorded
     ]
     assert missing == []
+
+
+def test_a_real_prometheus_scrapes_them_and_evaluates_the_rules(
+    scrapes: dict[str, str], tmp_path: Path
+) -> None:
+    """Debian's Prometheus on 127.0.0.1 with our rules: every target up, recording rules
+    evaluated from the live processes' series."""
+    import yaml
+
+    binary = shutil.which("prometheus")
+    assert binary, (
+        "prometheus is not installed: `make test` installs it (apt-get install prometheus)"
+    )
+    rules = yaml.safe_load((ROOT / "grafana" / "rules" / "candlewax-rules.yaml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = "1s"  # evaluate now, not in 30 s
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    jobs = {"market": "candlewax-connect", "flow": "candlewax-flow", "notify": "candlewax-notify"}
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp_path / "rules.yaml")],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{PORTS[name]}"]}]}
+            for name, job in jobs.items()
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def api(path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=5) as r:
+            return json.loads(r.read())["data"]
+
+    def until(check, what: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise AssertionError(f"prometheus exited: {server.stderr.read().decode()[-2000:]}")
+            try:
+                if check():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    try:
+        until(
+            lambda: (
+                {t["labels"]["job"]: t["health"] for t in api("targets")["activeTargets"]}
+                == dict.fromkeys(jobs.values(), "up")
+            ),
+            "every target up",
+        )
+        until(
+            lambda: len(api("query?query=candlewax:consumer_lag_messages:sum")["result"]) == 2,
+            "the lag recording rule for flow and notify",
+        )
+        until(
+            lambda: any(
+                float(r["value"][1]) > 0
+                for r in api("query?query=candlewax:connector_trades:rate1m")["result"]
+            ),
+            "the trade rate recording rule",
+        )
+        groups = api("rules")["groups"]
+        assert {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"} >= {
+            "CandlewaxFeedDown",
+            "CandlewaxConsumerLagGrowing",
+            "CandlewaxWebhookFailing",
+        }
+        assert all(r["health"] == "ok" for g in groups for r in g["rules"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
