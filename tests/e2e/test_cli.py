@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,6 +190,8 @@ def test_live_demo_shows_forming_bars_and_stops_cleanly_on_ctrl_c(tmp_path: Path
         while _counter(flow_url, "candlewax_flow_trades_total") == 0:
             assert time.monotonic() < deadline, "the flow never counted a trade"
             time.sleep(0.2)
+        _promtool_ok(market_url)
+        _promtool_ok(flow_url)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -211,6 +214,15 @@ def _processes_with_env(entry: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _promtool_ok(url: str) -> None:
+    """The endpoint's exposition passes `promtool check metrics` (Prometheus conventions)."""
+    binary = shutil.which("promtool")
+    assert binary, "promtool is not installed: `make test` installs it (apt-get install prometheus)"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    check = subprocess.run([binary, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def _counter(url: str, name: str) -> float:
@@ -298,6 +310,7 @@ def test_connect_stops_cleanly_on_sigterm_with_everything_delivered() -> None:
             url = re.search(r"http://\S+/metrics", metrics_line).group(0)  # type: ignore[union-attr]
             assert _counter(url, "candlewax_connector_messages_total") >= 50
             assert _counter(url, "candlewax_produced_messages_total") >= 50
+            _promtool_ok(url)
         finally:
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)
