@@ -48,6 +48,8 @@ class Payload:
 
     body: dict[str, Any]
     plain: str | None = None
+    #: For a fallback: what changed, for the log line.
+    note: str = ""
 
 
 class Destination(ABC):
@@ -160,6 +162,12 @@ class TelegramChat(Destination):
             return Result(RATE_LIMITED, description or "429", retry_after_s=wait)
         if response.status_code >= 500 or response.status_code == 200:
             return Result(RETRY, f"HTTP {response.status_code} {description}".strip())
+        params = obj.get("parameters")
+        migrated = params.get("migrate_to_chat_id") if isinstance(params, dict) else None
+        if response.status_code == 400 and isinstance(migrated, int):
+            # The group became a supergroup with a new id: follow it (and say so in the log).
+            self.chat_id = str(migrated)
+            description = f"{description} (group migrated to chat {migrated})"
         return Result(
             REJECTED,
             f"HTTP {response.status_code} {description}".strip(),
@@ -167,6 +175,9 @@ class TelegramChat(Destination):
         )
 
     def fallback(self, payload: Payload, result: Result) -> Payload | None:
+        if result.reason == "http_400" and payload.body["chat_id"] != self.chat_id:
+            note = f"sending it to the migrated chat {self.chat_id} (update chat_ids)"
+            return Payload({**payload.body, "chat_id": self.chat_id}, payload.plain, note)
         if (
             result.reason == "http_400"
             and "parse" in result.detail.lower()
@@ -174,7 +185,7 @@ class TelegramChat(Destination):
             and payload.plain is not None
         ):
             body = {k: v for k, v in payload.body.items() if k != "parse_mode"}
-            return Payload({**body, "text": payload.plain})
+            return Payload({**body, "text": payload.plain}, note="sending it as plain text")
         return None
 
 

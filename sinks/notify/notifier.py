@@ -204,6 +204,7 @@ class _Worker(threading.Thread):
                 index += 1
                 backoff.reset()
                 failing_since = None
+                tried_fallback = False
                 self._set_state("ok", "%s: delivering again", dest.key)
                 continue
             if result.outcome == channels.RATE_LIMITED:
@@ -237,7 +238,7 @@ class _Worker(threading.Thread):
                 continue
             fallback = None if tried_fallback else dest.fallback(payloads[index], result)
             if fallback is not None:
-                log.warning("%s: %s; sending it as plain text instead", dest.key, detail)
+                log.warning("%s: %s; %s", dest.key, detail, fallback.note or "trying once more")
                 tried_fallback = True
                 payloads[index] = fallback
                 continue

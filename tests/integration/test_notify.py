@@ -413,3 +413,46 @@ def test_a_long_outage_pauses_consumption_then_delivers_everything(
             )
         assert sorted(hook.alert_ids()) == sorted(a.id for a in alerts)
         assert len([r for r in hook.requests if r.get("forced") == 503]) >= 1  # it did retry
+
+
+def test_a_group_migrated_to_a_supergroup_is_followed(settings: Settings, tmp_path: Path) -> None:
+    """Telegram answers 400 with parameters.migrate_to_chat_id when a group became a supergroup:
+    the message goes to the new chat, and so do the ones after it."""
+    alerts = sample_alerts(3)
+    tg = TelegramServer(TOKEN, chat_rate=(1, 0.05), group_rate=(20, 1.0))
+    with tg:
+        old_group = lambda q, body: orjson.loads(body)["chat_id"] == "-100111"  # noqa: E731
+        tg.force(
+            *[
+                tg.answer(
+                    400,
+                    {
+                        "ok": False,
+                        "error_code": 400,
+                        "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                        "parameters": {"migrate_to_chat_id": -100222},
+                    },
+                )
+                for _ in range(10)
+            ],
+            when=old_group,
+        )
+        cfg = config(
+            tmp_path,
+            {
+                "tg": {
+                    "type": "telegram",
+                    "token": TOKEN,
+                    "chat_ids": ["-100111"],
+                    "rate": "1/0.05s",
+                }
+            },
+            telegram=tg.url,
+            max_delay_s=1000,
+        )
+        publish(settings, alerts)
+        with running(settings, cfg):
+            wait_for(lambda: len(tg.messages) == 3, 30, "delivery to the new chat")
+        assert {m["chat_id"] for m in tg.messages} == {"-100222"}
+        assert sorted(ids_in(tg.messages, "text", "id")) == sorted(a.id for a in alerts)
+        assert len([r for r in tg.requests if r.get("forced") == 400]) == 1  # then the new id
