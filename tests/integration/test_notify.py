@@ -403,6 +403,9 @@ def test_a_long_outage_pauses_consumption_then_delivers_everything(
         publish(settings, alerts)
         with running(settings, cfg) as notifier:
             wait_for(lambda: notifier._paused, 30, "the consumer to pause")
+            wait_for(
+                lambda: any(r.get("forced") == 503 for r in hook.requests), 30, "a failed send"
+            )
             assert hook.bodies == []
             with hook.lock:
                 hook.script.clear()  # the endpoint is back
