@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,14 @@ from PIL import Image
 
 from candlewax.broker import EmbeddedBroker
 from tests.conftest import BTCUSDT_GZ
+from tests.tools import tool
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "candlewax.cli"]
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert binary, "chromium is not installed: `make test` installs it (apt-get install chromium)"
+    binary = tool("chromium", "chromium")
     return subprocess.run(
         [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
         capture_output=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from candlewax.records import Trade
 from connectors.replay import iter_file
 from tests.conftest import BTCUSDT_GZ, ENGINES
 from tests.reference import as_decimals, reference_bars, reference_range_alerts
+from tests.tools import promtool_check_metrics
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "candlewax.cli"]
@@ -218,11 +218,7 @@ def _processes_with_env(entry: str) -> list[int]:
 
 def _promtool_ok(url: str) -> None:
     """The endpoint's exposition passes `promtool check metrics` (Prometheus conventions)."""
-    binary = shutil.which("promtool")
-    assert binary, "promtool is not installed: `make test` installs it (apt-get install prometheus)"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    check = subprocess.run([binary, "check", "metrics"], input=text, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    promtool_check_metrics(urllib.request.urlopen(url, timeout=10).read().decode())
 
 
 def _counter(url: str, name: str) -> float:

@@ -18,16 +18,11 @@ from pathlib import Path
 import pytest
 
 from candlewax.broker import EmbeddedBroker, free_port
+from tests.tools import promtool_check_metrics
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "candlewax.cli"]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def promtool() -> str:
-    binary = shutil.which("promtool")
-    assert binary, "promtool is not installed: `make test` installs it (apt-get install prometheus)"
-    return binary
 
 
 def scrape(port: int) -> str:
@@ -164,10 +159,7 @@ def exported_names(scrapes: dict[str, str]) -> set[str]:
 
 def test_every_process_serves_metrics_promtool_accepts(scrapes: dict[str, str]) -> None:
     for name, text in scrapes.items():
-        check = subprocess.run(
-            [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
-        )
-        assert check.returncode == 0, f"{name}: {check.stdout}{check.stderr}"
+        promtool_check_metrics(text, name)
     flow = scrapes["flow"]
     assert value(flow, "candlewax_bar_close_lag_seconds_count") > 0
     assert value(flow, "candlewax_alert_latency_seconds_count") > 0

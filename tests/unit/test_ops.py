@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,24 +13,26 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.tools import tool
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "grafana" / "rules" / "candlewax-rules.yaml"
 SCHEMA = ROOT.parent / "shared" / "schemas" / "grafana-dashboard.jsonschema.json"
 
 
-def promtool() -> str:
-    binary = shutil.which("promtool")
-    assert binary, "promtool is not installed: `make test` installs it (apt-get install prometheus)"
-    return binary
-
-
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
     check = subprocess.run(
-        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True
+        [tool("promtool", "prometheus"), "check", "rules", str(RULES)],
+        capture_output=True,
+        text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
     tests = ROOT / "tests" / "promtool" / "candlewax-rules.test.yaml"
-    run = subprocess.run([promtool(), "test", "rules", str(tests)], capture_output=True, text=True)
+    run = subprocess.run(
+        [tool("promtool", "prometheus"), "test", "rules", str(tests)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
