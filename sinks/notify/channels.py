@@ -227,19 +227,8 @@ class WeComRobot(Destination):
         if self.msgtype == "markdown":
             mentions = "".join(f"<@{m}>" for m in self.mentioned_list)
             room = text.utf8_len("\n" + mentions) if mentions else 0
-            messages = (
-                text.pack(text.alert_lines(alerts[0], self.language), self.markup, 4096 - room)
-                if len(alerts) == 1
-                else [
-                    text.summarize(
-                        text.digest_head(alerts, self.language),
-                        [text.digest_item(a, self.language) for a in text.digest_order(alerts)],
-                        lambda k: text.digest_more(k, self.language),
-                        self.markup,
-                        4096 - room,
-                    )
-                ]
-            )
+            limit = self.markup.limit - room
+            messages = text.render(alerts, self.markup, self.language, limit)
             return [
                 Payload(
                     {

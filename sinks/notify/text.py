@@ -277,9 +277,13 @@ def digest_order(alerts: Sequence[Alert]) -> list[Alert]:
     return sorted(alerts, key=lambda a: (a.severity != "critical", -a.ts_ms, a.id))
 
 
-def render(alerts: Sequence[Alert], markup: Markup, lang: str = "en") -> list[str]:
-    """The messages for one alert (split between lines if needed) or one digest (one message)."""
+def render(
+    alerts: Sequence[Alert], markup: Markup, lang: str = "en", limit: int | None = None
+) -> list[str]:
+    """The messages for one alert (split between lines if needed) or one digest (one message),
+    each within ``limit`` (default: the markup's; less when the caller appends something)."""
     if len(alerts) == 1:
-        return pack(alert_lines(alerts[0], lang), markup)
+        return pack(alert_lines(alerts[0], lang), markup, limit)
     items = [digest_item(a, lang) for a in digest_order(alerts)]
-    return [summarize(digest_head(alerts, lang), items, lambda k: digest_more(k, lang), markup)]
+    more = lambda k: digest_more(k, lang)  # noqa: E731
+    return [summarize(digest_head(alerts, lang), items, more, markup, limit)]
