@@ -59,12 +59,6 @@ class OffsetFinder:
         #: How often the broker's offsets_for_times answer was wrong (and a search ran).
         self.searches = 0
 
-    def partitions(self) -> list[int]:
-        meta = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise ConfigError(f"topic {self.topic} does not exist: nothing to backtest")
-        return sorted(meta.partitions)
-
     def timestamp_at(self, partition: int, offset: int, wait_s: float = 3.0) -> int | None:
         """Timestamp of the first message at or after ``offset``; None at or past the end (an
         EOF event, or — Tansu past its end — silence for ``wait_s``)."""
@@ -293,7 +287,7 @@ def run_backtest(
     else:
         finder = OffsetFinder(settings, settings.topic(TRADES))
         try:
-            parts = finder.partitions()
+            parts = [int(p) for p in TradesSource(settings).list_parts()]
             ends = {p: finder.end_hint(p) for p in parts}
             starts = {
                 p: finder.first_at_or_after(p, lo - settings.lateness_ms - MARGIN_MS, ends[p])
