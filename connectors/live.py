@@ -35,6 +35,7 @@ import orjson
 import websocket
 
 from candlewax import metrics
+from candlewax.backoff import Backoff
 from candlewax.errors import CandlewaxError, ParseError
 from candlewax.records import DeadLetter, Trade
 from connectors.producer import TradeProducer
@@ -127,7 +128,7 @@ class _Connection:
 
     def run(self) -> None:
         opts = self.c.options
-        backoff = opts.backoff_initial_s
+        backoff = Backoff(opts.backoff_initial_s, opts.backoff_max_s)
         while not self.c.stop.is_set():
             wait = self.c.limiter.wait_time()
             if wait > 0:
@@ -144,15 +145,13 @@ class _Connection:
             self.stats.reconnects[cause] = self.stats.reconnects.get(cause, 0) + 1
             metrics.CONNECTOR_RECONNECTS.labels(self.spec.name, cause).inc()
             if time.monotonic() - started >= opts.healthy_after_s or cause == "rotation":
-                backoff = opts.backoff_initial_s
-            delay = 0.0 if cause == "rotation" else backoff * (0.5 + random.random() / 2)
+                backoff.reset()
+            delay = 0.0 if cause == "rotation" else backoff.next()
             log.info(
                 "%s[%d]: reconnecting in %.1f s (%s)", self.spec.name, self.index, delay, cause
             )
             if self.c.stop.wait(delay):
                 return
-            if cause != "rotation":
-                backoff = min(backoff * 2, opts.backoff_max_s)
 
     def _session(self) -> str | None:
         """One connection, until it fails (returns the cause) or we stop (returns None)."""

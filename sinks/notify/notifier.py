@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from candlewax import metrics
+from candlewax.backoff import Backoff
 from candlewax.errors import ParseError
 from candlewax.kafka import TrackedProducer, consumer_config
 from candlewax.records import Alert, DeadLetter
@@ -67,23 +67,6 @@ class _Done:
     reason: str = ""
     detail: str = ""
     finished: float = field(default_factory=time.monotonic)
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s … ``cap_s``, each × U(0.5, 1)."""
-
-    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.cap_s, self.base_s * 2**self.attempt)
-        self.attempt += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _Worker(threading.Thread):
