@@ -32,11 +32,11 @@ import orjson
 
 from candlewax import __version__, metrics
 from candlewax.broker import ENGINES, EmbeddedBroker, die_with_parent, free_port, wait_for_broker
+from candlewax.codec import DeadLetter, Trade
 from candlewax.errors import BrokerError, CandlewaxError, ConfigError
 from candlewax.kafka import end_offsets
 from candlewax.logs import setup_logging
-from candlewax.records import DeadLetter, Trade
-from candlewax.settings import Settings
+from candlewax.settings import Settings, env_secret
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES, ensure_topics
 
 log = logging.getLogger("candlewax")
@@ -120,11 +120,12 @@ def _publish(
     shift_ms: int,
     per_message: int,
     stop: threading.Event,
+    stats: Any = None,
 ) -> Any:
     from connectors.producer import TradeProducer
     from connectors.publish import PublishStats, publish
 
-    stats = PublishStats()
+    stats = stats if stats is not None else PublishStats()
     producer = TradeProducer(
         settings.bootstrap_servers,
         settings.topic(TRADES),
@@ -181,15 +182,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _require_broker(_settings(args))
     ensure_topics(settings)
     _serve_metrics(args, settings)
+    from connectors.publish import PublishStats
+    from connectors.replay import ReplayError
+
     stop = _stop_on_signals()
-    stats = _publish(
-        settings,
-        _replay_items(args.path, args.venue, args.format),
-        args.speed,
-        args.shift_ms,
-        args.per_message,
-        stop,
-    )
+    stats = PublishStats()
+    items = _replay_items(args.path, args.venue, args.format)
+    try:
+        _publish(settings, items, args.speed, args.shift_ms, args.per_message, stop, stats)
+    except ReplayError as exc:
+        raise CandlewaxError(
+            f"replay stopped: {exc}; {stats.trades} trades ({stats.rejected} rejected) were "
+            f"published to {settings.topic(TRADES)} before it — fix or re-download the file "
+            "and replay it again (the flow drops the trades it has already counted)"
+        ) from None
     print(
         f"published {stats.trades} trades ({stats.rejected} rejected → "
         f"{settings.topic(DEADLETTER)}, {stats.heartbeats} heartbeats) to {settings.topic(TRADES)}"
@@ -231,7 +237,14 @@ def cmd_connect(args: argparse.Namespace) -> int:
         settings.topic(DEADLETTER),
         settings.kafka,
     )
-    options = LiveOptions(ws_url=args.ws_url, rest_url=args.rest_url)
+    options = LiveOptions(
+        ws_url=args.ws_url,
+        rest_url=args.rest_url,
+        token=env_secret(os.environ, spec.venue.token_env) if spec.venue.token_env else None,
+        api_key=env_secret(os.environ, "BINANCE_API_KEY")
+        if spec.name.startswith("binance")
+        else None,
+    )
     if args.stale_after is not None:
         options.stale_after_s = args.stale_after
     if args.ping_interval is not None:
@@ -241,7 +254,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
     print(
         f"{spec.name}: {stats.trades} trades published ({stats.backfilled} backfilled, "
         f"{stats.duplicates} duplicates dropped, {stats.unrecovered} gaps unrecovered, "
-        f"{stats.rejected} frames rejected), reconnects {dict(sorted(stats.reconnects.items()))}"
+        f"{stats.rejected} frames rejected, {stats.implausible} implausible ids, "
+        f"{stats.crashes} connection crashes), reconnects {dict(sorted(stats.reconnects.items()))}"
     )
     return 0
 
@@ -269,6 +283,9 @@ def _flow_env(
             "CANDLEWAX_TOPIC_PREFIX": settings.topic_prefix,
             "CANDLEWAX_DATA_DIR": str(settings.data_dir),
             "CANDLEWAX_LATENESS_MS": str(settings.lateness_ms),
+            "CANDLEWAX_MAX_CLOCK_SKEW_MS": str(settings.max_clock_skew_ms),
+            "CANDLEWAX_MAX_TIME_JUMP_MS": str(settings.max_time_jump_ms),
+            "CANDLEWAX_TIME_JUMP_QUORUM": str(settings.time_jump_quorum),
             "CANDLEWAX_INTERVALS": ",".join(settings.intervals),
             "CANDLEWAX_BATCH_MAX": str(settings.batch_max),
             "CANDLEWAX_METRIC_SYMBOLS_MAX": str(settings.metric_symbols_max),
@@ -422,7 +439,6 @@ def _notify_config(settings: Settings, console: bool = False, **top: Any) -> Any
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    from candlewax.logs import redact_secrets
     from sinks.notify.notifier import Notifier
 
     settings = _settings(args)
@@ -433,7 +449,6 @@ def cmd_notify(args: argparse.Namespace) -> int:
         state_file=str(args.state_file) if args.state_file else None,
         start="earliest" if args.from_beginning else None,
     )
-    redact_secrets(list(config.secrets))
     if not config.destinations:
         raise ConfigError(
             "no channels to notify: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID, or "
@@ -575,13 +590,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _demo_notifier(settings: Settings, stop: threading.Event) -> Any:
     """With credentials in the environment (or a [candlewax.notify] table), the demo sends its
     alerts for real: a notifier thread from the first alert on."""
-    from candlewax.logs import redact_secrets
     from sinks.notify.notifier import Notifier
 
     config = _notify_config(settings, start="earliest", group_id=f"candlewax-demo-{os.getpid()}")
     if not config.destinations:
         return None
-    redact_secrets(list(config.secrets))
     notifier = Notifier(settings, config)
     notifier.start(stop)
     return notifier

@@ -1,15 +1,70 @@
 """Every Prometheus metric candlewax exports, declared once (prometheus_client's default registry,
-which Bytewax's own ``/metrics`` endpoint also serves). Labels come from bounded sets only: venue,
-topic, interval, reason, outcome — never a symbol or a free-form string.
+which Bytewax's own ``/metrics`` endpoint also serves).
+
+Every label's value set is bounded, whatever the input brings: each metric keeps the first
+:data:`LABEL_LIMITS` values of a label (64 unless listed) and folds later ones into ``other``.
+Venues come from data (a replayed file may name thousands), partitions from the topic, reasons
+from a fixed set; per-symbol series exist only for ``metric_symbols_max`` symbols
+(:class:`SymbolLimit`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import threading
+from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import prometheus_client
+from prometheus_client import start_http_server
+
+from candlewax.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: Most distinct values one metric keeps per label; the rest are counted under ``other``.
+LABEL_LIMITS = {"venue": 32, "partition": 1024, "symbol": 1000}
+_DEFAULT_LABEL_LIMIT = 64
+OTHER = "other"
+
+
+class _Bounded:
+    """Label values pass through their label's bound before a series is made."""
+
+    _labelnames: tuple[str, ...]
+    _bounds_lock = threading.Lock()
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        seen: dict[str, set[str]] = self.__dict__.setdefault("_label_values", {})
+        if not self._labelnames:
+            return super().labels(*values, **named)  # type: ignore[misc]
+        if named:
+            values = tuple(named[name] for name in self._labelnames)
+        folded = []
+        with self._bounds_lock:
+            for name, value in zip(self._labelnames, values, strict=True):
+                text = str(value)
+                known = seen.setdefault(name, set())
+                if text not in known:
+                    if len(known) >= LABEL_LIMITS.get(name, _DEFAULT_LABEL_LIMIT):
+                        text = OTHER
+                    else:
+                        known.add(text)
+                folded.append(text)
+        return super().labels(*folded)  # type: ignore[misc]
+
+
+class Counter(_Bounded, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_Bounded, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_Bounded, prometheus_client.Histogram):
+    pass
+
 
 TRADES_IN = Counter(
     "candlewax_flow_trades_total", "Valid trades the flow aggregated into bars.", ["venue"]
@@ -29,7 +84,14 @@ LATE_TRADES = Counter(
 )
 BARS_EMITTED = Counter("candlewax_bars_emitted_total", "Closed bars emitted.", ["interval"])
 OPEN_WINDOWS = Gauge(
-    "candlewax_open_windows", "Open (not yet closed) bar windows held in flow state.", ["interval"]
+    "candlewax_open_windows",
+    "Open (not yet closed) bar windows held in flow state, per trades partition and interval.",
+    ["partition", "interval"],
+)
+FLOW_DUPLICATES = Counter(
+    "candlewax_flow_duplicate_trades_total",
+    "Trades the flow had already counted (same venue, symbol, id in an open window), dropped.",
+    ["venue"],
 )
 WATERMARK = Gauge(
     "candlewax_watermark_seconds",
@@ -65,6 +127,10 @@ PRODUCED = Counter(
 )
 PARQUET_FILES = Counter(
     "candlewax_parquet_files_written_total", "Parquet files written (atomically).", ["dataset"]
+)
+PARQUET_REFUSED = Counter(
+    "candlewax_parquet_refused_total",
+    "Parquet files not written because their path would leave DATA_DIR (never expected).",
 )
 PARQUET_ROWS = Counter(
     "candlewax_parquet_rows_written_total", "Rows written to Parquet.", ["dataset"]
@@ -135,6 +201,12 @@ NOTIFY_END_TO_END = Histogram(
     ["channel"],
     buckets=(0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, float("inf")),
 )
+NOTIFY_WORKER_ERRORS = Counter(
+    "candlewax_notify_worker_errors_total",
+    "Errors in a destination's worker (its alerts in hand are dead-lettered; it goes on), and "
+    "worker threads restarted.",
+    ["channel"],
+)
 NOTIFY_QUEUE_DEPTH = Gauge(
     "candlewax_notify_queue_depth", "Alerts waiting for a destination.", ["destination"]
 )
@@ -198,7 +270,18 @@ class SymbolLimit:
 
 def serve(host: str, port: int) -> int:
     """Serve /metrics on host:port (port 0 = any free port); return the port."""
-    server, _thread = start_http_server(port, addr=host)
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"metrics port {port} on {host} is already in use (another candlewax process?): "
+                "choose another with --metrics-port or CANDLEWAX_METRICS_PORT"
+            ) from None
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; check "
+            "--metrics-host / CANDLEWAX_METRICS_HOST"
+        ) from None
     bound = int(server.server_address[1])
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return bound

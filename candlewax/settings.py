@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
+from candlewax.codec import INTERVALS
 from candlewax.errors import ConfigError
-from candlewax.records import INTERVALS
+from candlewax.logs import SECRETS
 
 ENV_PREFIX = "CANDLEWAX_"
 _SECRET_HINTS = ("password", "secret", "token", "key")
@@ -41,6 +42,13 @@ class Settings:
     intervals: tuple[str, ...] = tuple(INTERVALS)
     #: How far behind the newest event time of its partition a trade may arrive and still count.
     lateness_ms: int = 2_000
+    #: Event-time plausibility (docs/reliability.md): a record's ts_ms may run at most this far
+    #: ahead of its recv_ms ...
+    max_clock_skew_ms: int = 60_000
+    #: ... and one more than this ahead of its partition's event time is held until records of
+    #: time_jump_quorum distinct messages agree with it (or as many carry on at the old time).
+    max_time_jump_ms: int = 60_000
+    time_jump_quorum: int = 3
     #: Most Kafka messages one source poll hands to the flow as one batch.
     batch_max: int = 10_000
     #: Consumer group of the flow (offsets are kept by Bytewax recovery, not the group).
@@ -77,6 +85,12 @@ class Settings:
             problems.append(f"replication_factor={self.replication_factor} must be >= 1")
         if self.lateness_ms < 0:
             problems.append(f"lateness_ms={self.lateness_ms} must be >= 0")
+        if self.max_clock_skew_ms < 0:
+            problems.append(f"max_clock_skew_ms={self.max_clock_skew_ms} must be >= 0")
+        if self.max_time_jump_ms < 0:
+            problems.append(f"max_time_jump_ms={self.max_time_jump_ms} must be >= 0")
+        if self.time_jump_quorum < 1:
+            problems.append(f"time_jump_quorum={self.time_jump_quorum} must be >= 1")
         if self.batch_max < 1:
             problems.append(f"batch_max={self.batch_max} must be >= 1")
         unknown = [i for i in self.intervals if i not in INTERVALS]
@@ -116,11 +130,27 @@ class Settings:
         if path is not None:
             p = Path(path)
             try:
-                doc = tomllib.loads(p.read_text())
+                doc = tomllib.loads(p.read_text(encoding="utf-8"))
             except FileNotFoundError:
-                raise ConfigError(f"config file {p} does not exist") from None
+                raise ConfigError(f"config file {p} does not exist: check --config") from None
+            except IsADirectoryError:
+                raise ConfigError(
+                    f"config file {p} is a directory: pass the TOML file with --config"
+                ) from None
+            except PermissionError:
+                raise ConfigError(
+                    f"config file {p} cannot be read (permission denied): fix its permissions"
+                ) from None
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"config file {p} is not UTF-8 text: is it a TOML file?"
+                ) from None
+            except OSError as exc:
+                raise ConfigError(f"config file {p} cannot be read: {exc.strerror}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+            if not isinstance(doc.get("candlewax", doc), dict):
+                raise ConfigError(f"config file {p}: [candlewax] must be a table")
             doc = doc.get("candlewax", doc)
             values.update(_coerce_all(doc, f"config file {p}"))
         env = os.environ if env is None else env
@@ -134,6 +164,22 @@ class Settings:
         )
         values.update(_coerce_all({k: v for k, v in overrides.items() if v is not None}, "flag"))
         return cls(**values)
+
+
+def env_secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from the environment: ``NAME``, else the file named by ``NAME_FILE`` (a mounted
+    Kubernetes secret); None when neither is set. Registered for redaction at once."""
+    value = env.get(name)
+    if not value and env.get(f"{name}_FILE"):
+        path = Path(env[f"{name}_FILE"])
+        try:
+            value = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"{name}_FILE={path} cannot be read: {reason}") from None
+    value = value.strip() if value else None
+    SECRETS.add(value)
+    return value or None
 
 
 def _masked(value: Any) -> Any:
@@ -169,9 +215,19 @@ def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
             return dict(value)
         if key == "kafka":
             if isinstance(value, str):
-                pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
-                return {k.strip(): v.strip() for k, v in pairs}
-            return {str(k): str(v) for k, v in dict(value).items()}
+                out = {}
+                for part in (p for p in value.split(",") if p.strip()):
+                    name, sep, item = part.partition("=")
+                    if not sep or not name.strip():
+                        raise ValueError(
+                            f"{part.strip()[:40]!r} is not property=value (e.g. "
+                            "security.protocol=SASL_SSL,sasl.mechanism=PLAIN)"
+                        )
+                    out[name.strip()] = item.strip()
+                return out
+            if not isinstance(value, Mapping):
+                raise ValueError("kafka must be a table of librdkafka properties")
+            return {str(k): str(v) for k, v in value.items()}
         if key in ("intervals", "symbols"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(i.strip() for i in items if i.strip())

@@ -1,4 +1,4 @@
-"""Binance websocket frames → normalized :class:`~candlewax.records.Trade` records (pure, no I/O).
+"""Binance websocket frames → normalized :class:`~candlewax.codec.Trade` records (pure, no I/O).
 
 One parser for every Binance venue candlewax reads; the venue name only labels the records:
 
@@ -23,12 +23,12 @@ Field mapping, the same on every venue:
   false → ``"buy"``. Binance's kline taker-buy volume ``V`` is the sum over ``m == false``.
 - ``price``/``qty`` are ``p``/``q`` exactly as sent (``"61837.63000000"``). COIN-M ``q`` counts
   contracts, not coins.
-- ``symbol`` is ``s`` through :func:`candlewax.records.normalize_symbol`, on every venue, so
+- ``symbol`` is ``s`` through :func:`candlewax.codec.normalize_symbol`, on every venue, so
   COIN-M contracts lose their underscore: ``BTCUSD_PERP`` → ``BTCUSDPERP``, ``BTCUSD_240927`` →
   ``BTCUSD240927``. Nothing is lost in practice (Binance never lists two contracts that differ
   only by the underscore, and the venue separates COIN-M from spot), and every venue follows the
   one rule of DESIGN.md: upper case without separators.
-- Every trade goes through :func:`candlewax.records.decode_trade`, the shared validation; its
+- Every trade goes through :func:`candlewax.codec.decode_trade`, the shared validation; its
   reasons (``bad_decimal``, ``non_positive``, ``bad_timestamp``, ...) pass through unchanged.
 
 **USDⓈ-M / COIN-M ``X`` (execution type) — only ``MARKET`` is kept.** Futures ``@trade`` frames
@@ -54,18 +54,12 @@ exchange's numbers, field for field.
 
 from __future__ import annotations
 
-import logging
 import re
-from typing import Any
+from typing import Any, ClassVar
 
+from candlewax.codec import Trade, normalize_symbol
 from candlewax.errors import ConfigError, ParseError
-from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import load_json, type_name
-
-log = logging.getLogger(__name__)
-
-#: Venue names of the Binance family (spot, Binance.US, USDⓈ-M futures, COIN-M futures).
-VENUES = ("binance", "binance-us", "binance-usdm", "binance-coinm")
+from connectors.venue import Frame, Venue, load_json, type_name
 
 #: Values of the futures ``X`` field kept as trades: fills in the order book, the trades
 #: Binance's trade lists, aggTrades and klines are made of (see the module docstring).
@@ -81,64 +75,169 @@ _STREAM_CHANNEL_RE = re.compile(r"^[^@]*@([^@]+)")
 _KLINE_DECIMALS = ("o", "h", "l", "c", "v", "q", "V", "Q")
 _KLINE_INTS = ("t", "T", "n", "f", "L")
 
-Frame = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any]
+
+class Binance(Venue):
+    """Binance spot: ``@trade`` streams in the URL, ids ``t`` consecutive per symbol."""
+
+    name = "binance"
+    ws_url = "wss://stream.binance.com:9443"
+    rest_url = "https://api.binance.com"
+    sequential_ids = True
+    # ≤ 1024 streams per connection; the URL form stays well below URL length limits at 200.
+    max_symbols_per_connection = 200
+    max_lifetime_s = 24 * 3600
+    ping = None  # the server pings every 20 s; websocket-client answers with pongs
+    control_markers = (b'"result"', b'"error"', b'"code"', b"serverShutdown")
+    #: The stream subscribed per symbol (``<symbol>@<stream>``).
+    stream: ClassVar[str] = "trade"
+
+    def stream_url(self, base: str, symbols: list[str], token: str | None = None) -> str:
+        streams = "/".join(f"{self.native_symbol(s).lower()}@{self.stream}" for s in symbols)
+        return f"{base.rstrip('/')}/stream?streams={streams}"
+
+    def trades(self, obj: Any, recv_ms: int | None) -> list[Trade]:
+        """The trades of one Binance frame, decoded (``[]`` for frames that carry none).
+
+        A spot ``@trade`` frame, as recorded (``spot_btcusdt_20240808.gz``)::
+
+            {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161255343,"s":"BTCUSDT",
+             "t":3735683259,"p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true,
+             "M":true}}
+
+        → ``Trade(venue="binance", symbol="BTCUSDT", id="3735683259",
+        price="61837.63000000", qty="0.02000000", side="sell", ts_ms=1723161255342,
+        recv_ms=recv_ms)``.
+
+        A USDⓈ-M ``@trade`` frame (``usdm_btcusdt_20240808.gz``), kept because ``X`` is
+        ``MARKET``::
+
+            {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256322,"T":1723161256322,
+             "s":"BTCUSDT","t":5266583935,"p":"61800.30","q":"0.006","X":"MARKET","m":false}}
+
+        A COIN-M ``@aggTrade`` frame (``BINANCE_DELIVERY.ws.1.0``; ``q`` in contracts)::
+
+            {"stream":"bchusd_perp@aggTrade","data":{"e":"aggTrade","E":1626916404006,
+             "a":11285749,"s":"BCHUSD_PERP","p":"427.91","q":"3","f":16034449,"l":16034449,
+             "T":1626916403852,"m":true}}
+
+        Frames are the combined-stream envelope or a bare event; a JSON array (the
+        ``!...@arr`` all-market streams) is a list of events. ParseError: ``venue_frame`` for
+        JSON that is not a Binance message, ``missing_field``/``bad_type`` for a trade event
+        without its fields, and the codec's reasons for invalid values.
+        """
+        if isinstance(obj, list):
+            return [t for event in obj for t in self._event(event, recv_ms)]
+        if not isinstance(obj, dict):
+            raise ParseError(
+                "venue_frame", f"a Binance frame is a JSON object, got {type_name(obj)}"
+            )
+        data = _unwrap(obj)
+        if isinstance(data, list):
+            return [t for event in data for t in self._event(event, recv_ms)]
+        return self._event(data, recv_ms)
+
+    def control_label(self, obj: dict[str, Any]) -> str | None:
+        """``{"result": null, "id": 1}`` → subscribed; ``{"error": ...}`` → error;
+        ``serverShutdown`` events (enveloped or bare) → reconnect."""
+        data = obj.get("data", obj)
+        if isinstance(data, dict) and data.get("e") == "serverShutdown":
+            return "reconnect"
+        if "result" in obj and "id" in obj:
+            return "subscribed"
+        if "error" in obj or ("code" in obj and "msg" in obj):
+            return "error"
+        return None
+
+    def _event(self, event: Any, recv_ms: int | None) -> list[Trade]:
+        if not isinstance(event, dict):
+            raise ParseError(
+                "venue_frame", f"a Binance event is a JSON object, got {type_name(event)}"
+            )
+        kind = event.get("e")
+        if kind is None:
+            if _is_eventless(event):
+                return []
+            raise ParseError(
+                "venue_frame",
+                f"no event type 'e' (keys: {','.join(str(k)[:20] for k in list(event)[:8])})",
+            )
+        if not isinstance(kind, str):
+            raise ParseError("venue_frame", f"event type 'e' is a {type_name(kind)}")
+        id_field = _ID_FIELD.get(kind)
+        if id_field is None:
+            return []
+        if kind == "trade" and "X" in event:
+            execution = event["X"]
+            if not isinstance(execution, str):
+                raise ParseError("bad_type", f"X is a {type_name(execution)}, expected a string")
+            if execution not in KLINE_TRADE_TYPES:
+                return []  # insurance-fund / ADL / NA executions: not market trades
+        for name in ("s", id_field, "p", "q", "T", "m"):
+            if event.get(name) is None:
+                raise ParseError("missing_field", name)
+        maker = event["m"]
+        if not isinstance(maker, bool):
+            raise ParseError("bad_type", f"m is a {type_name(maker)}, expected a boolean")
+        trade = self.trade(
+            symbol=event["s"],
+            id=event[id_field],
+            price=event["p"],
+            qty=event["q"],
+            side="sell" if maker else "buy",
+            ts_ms=event["T"],
+            recv_ms=recv_ms,
+            symbol_field="s",
+            id_field=id_field,
+        )
+        return [trade]
+
+
+class BinanceUs(Binance):
+    name = "binance-us"
+    ws_url = "wss://stream.binance.us:9443"
+    rest_url = "https://api.binance.us"
+
+
+class BinanceUsdm(Binance):
+    """USDⓈ-M futures: ``@aggTrade`` (its REST backfill, ``/fapi/v1/aggTrades``, needs no key)."""
+
+    name = "binance-usdm"
+    ws_url = "wss://fstream.binance.com"
+    rest_url = "https://fapi.binance.com"
+    stream = "aggTrade"
+
+
+class BinanceCoinm(Binance):
+    """COIN-M futures: ``@aggTrade``, quantities in contracts."""
+
+    name = "binance-coinm"
+    ws_url = "wss://dstream.binance.com"
+    rest_url = "https://dapi.binance.com"
+    stream = "aggTrade"
+
+
+#: The Binance family by venue name.
+VARIANTS: dict[str, type[Binance]] = {
+    cls.name: cls for cls in (Binance, BinanceUs, BinanceUsdm, BinanceCoinm)
+}
+VENUES = tuple(VARIANTS)
+
+
+def for_venue(venue: str) -> Binance:
+    """A parser for one of :data:`VENUES`; ConfigError for any other name (a wiring mistake,
+    not bad data)."""
+    try:
+        return VARIANTS[venue]()
+    except KeyError:
+        raise ConfigError(
+            f"unknown Binance venue {venue!r}; expected one of {', '.join(VENUES)}"
+        ) from None
 
 
 def stream_channel(stream: str) -> str:
     """The channel of a combined-stream name: ``"btcusdt@depth@100ms"`` → ``"depth"``."""
     match = _STREAM_CHANNEL_RE.match(stream)
     return match.group(1) if match else ""
-
-
-def parse_frame(frame: Frame, venue: str = "binance", recv_ms: int | None = None) -> list[Trade]:
-    """The trades of one Binance websocket frame (``[]`` for frames that carry none).
-
-    A spot ``@trade`` frame, as recorded (``spot_btcusdt_20240808.gz``)::
-
-        {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161255343,"s":"BTCUSDT",
-         "t":3735683259,"p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true,
-         "M":true}}
-
-    → ``Trade(venue="binance", symbol="BTCUSDT", id="3735683259", price="61837.63000000",
-    qty="0.02000000", side="sell", ts_ms=1723161255342, recv_ms=recv_ms)``.
-
-    A USDⓈ-M ``@trade`` frame (``usdm_btcusdt_20240808.gz``), kept because ``X`` is ``MARKET``::
-
-        {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256322,"T":1723161256322,
-         "s":"BTCUSDT","t":5266583935,"p":"61800.30","q":"0.006","X":"MARKET","m":false}}
-
-    A COIN-M ``@aggTrade`` frame (``BINANCE_DELIVERY.ws.1.0``; ``q`` in contracts)::
-
-        {"stream":"bchusd_perp@aggTrade","data":{"e":"aggTrade","E":1626916404006,"a":11285749,
-         "s":"BCHUSD_PERP","p":"427.91","q":"3","f":16034449,"l":16034449,"T":1626916403852,
-         "m":true}}
-
-    ``frame`` is the raw text/bytes, or the already decoded JSON. A JSON array (the
-    ``!...@arr`` all-market streams) is read as a list of events. ``recv_ms`` is the local
-    receive time written into every trade.
-
-    Raises :class:`ParseError`: ``json`` for text that is not JSON, ``venue_frame`` for JSON that
-    is not a Binance message, ``missing_field``/``bad_type`` for a trade event without its
-    fields, and :func:`decode_trade`'s own reasons for invalid values. Raises
-    :class:`ConfigError` for a venue outside :data:`VENUES` (a wiring mistake, not bad data).
-    """
-    if venue not in VENUES:
-        raise ConfigError(f"unknown Binance venue {venue!r}; expected one of {', '.join(VENUES)}")
-    obj = load_json(frame)
-    if isinstance(obj, list):
-        trades: list[Trade] = []
-        for event in obj:
-            trades.extend(_parse_event(event, venue, recv_ms))
-        return trades
-    if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"a Binance frame is a JSON object, got {type_name(obj)}")
-    data = _unwrap(obj)
-    if isinstance(data, list):
-        trades = []
-        for event in data:
-            trades.extend(_parse_event(event, venue, recv_ms))
-        return trades
-    return _parse_event(data, venue, recv_ms)
 
 
 def parse_kline(frame: Frame) -> dict[str, Any] | None:
@@ -157,7 +256,7 @@ def parse_kline(frame: Frame) -> dict[str, Any] | None:
     "buy_volume": "1900", "buy_quote_volume": "14464.6960", "first_id": "126902874",
     "last_id": "126902986", "closed": True}``.
 
-    ``end_ms`` is exclusive (``T + 1``) like :class:`~candlewax.records.Bar`; decimals are kept as
+    ``end_ms`` is exclusive (``T + 1``) like :class:`~candlewax.codec.Bar`; decimals are kept as
     sent; ``first_id``/``last_id`` are *trade* ids (not aggTrade ids) as strings, as in a Bar.
     The running kline (``closed`` false) is the bar so far. On COIN-M, ``volume`` counts contracts
     and ``quote_volume`` is Binance's *base-asset* volume (coins), so it is not Σprice·qty.
@@ -231,54 +330,3 @@ def _is_eventless(obj: dict[str, Any]) -> bool:
     if "lastUpdateId" in obj:  # REST depth snapshot, partial book depth stream
         return True
     return {"u", "s", "b", "a"} <= obj.keys()  # spot bookTicker
-
-
-def _parse_event(event: Any, venue: str, recv_ms: int | None) -> list[Trade]:
-    if not isinstance(event, dict):
-        raise ParseError("venue_frame", f"a Binance event is a JSON object, got {type_name(event)}")
-    kind = event.get("e")
-    if kind is None:
-        if _is_eventless(event):
-            return []
-        raise ParseError("venue_frame", f"no event type 'e' (keys: {','.join(list(event)[:8])})")
-    if not isinstance(kind, str):
-        raise ParseError("venue_frame", f"event type 'e' is a {type_name(kind)}")
-    id_field = _ID_FIELD.get(kind)
-    if id_field is None:
-        return []
-    if kind == "trade" and "X" in event:
-        execution = event["X"]
-        if not isinstance(execution, str):
-            raise ParseError("bad_type", f"X is a {type_name(execution)}, expected a string")
-        if execution not in KLINE_TRADE_TYPES:
-            return []  # insurance-fund / ADL / NA executions: not market trades
-    for name in ("s", id_field, "p", "q", "T", "m"):
-        if event.get(name) is None:
-            raise ParseError("missing_field", name)
-    symbol = event["s"]
-    if not isinstance(symbol, str):
-        raise ParseError("bad_type", f"s is a {type_name(symbol)}")
-    maker = event["m"]
-    if not isinstance(maker, bool):
-        raise ParseError("bad_type", f"m is a {type_name(maker)}, expected a boolean")
-    trade = _decode(
-        {
-            "venue": venue,
-            "symbol": normalize_symbol(symbol),
-            "id": event[id_field],
-            "price": event["p"],
-            "qty": event["q"],
-            "side": "sell" if maker else "buy",
-            "ts_ms": event["T"],
-            "recv_ms": recv_ms,
-        }
-    )
-    return [trade]
-
-
-def _decode(obj: dict[str, Any]) -> Trade:
-    """:func:`decode_trade` of a trade dict built from a frame (never a heartbeat)."""
-    record = decode_trade(obj)
-    if isinstance(record, Heartbeat):  # unreachable: no "type" key is ever passed
-        raise ParseError("venue_frame", "not a trade")
-    return record

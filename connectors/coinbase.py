@@ -1,4 +1,4 @@
-"""Coinbase Exchange websocket frames → normalized :class:`~candlewax.records.Trade` records (pure).
+"""Coinbase Exchange websocket frames → normalized :class:`~candlewax.codec.Trade` records (pure).
 
 Venue ``coinbase``: the Coinbase Exchange feed ``wss://ws-feed.exchange.coinbase.com`` (formerly
 ``ws-feed.pro.coinbase.com``), channel ``matches``, products spelled ``BTC-USD``. A ``match``,
@@ -28,11 +28,12 @@ Field mapping:
   in the millisecond — and so the bar — it happened in; rounding could move a trade at
   ``59.9996 s`` into the next minute. Explicit ``±HH:MM`` offsets are honoured.
 - ``price``/``qty`` are ``price``/``size`` exactly as sent; ``id`` is ``trade_id``; ``symbol`` is
-  ``product_id`` through :func:`~candlewax.records.normalize_symbol` (``SKL-BTC`` → ``SKLBTC``).
+  ``product_id`` through :func:`~candlewax.codec.normalize_symbol` (``SKL-BTC`` → ``SKLBTC``).
 - ``last_match`` — sent once per product right after subscribing, the product's latest trade
   (same fields) — is a real trade and is returned like a ``match``. After a reconnect it usually
   repeats a trade already seen; the connection loop drops it by id (ids are sequential).
-- Every trade goes through :func:`~candlewax.records.decode_trade`; its reasons pass through.
+- Every trade goes through :meth:`Venue.trade <connectors.venue.Venue.trade>`; its reasons
+  pass through.
 
 Every other message (``subscriptions``, ``heartbeat``, ``ticker``, ``snapshot``, ``l2update``,
 ``error``, and types Coinbase adds later: "New message types can be added at any time. Clients
@@ -61,21 +62,9 @@ from typing import Any
 
 import orjson
 
+from candlewax.codec import Trade
 from candlewax.errors import ParseError
-from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import control_object, load_json, split_pair, type_name
-
-VENUE = "coinbase"
-WS_URL = "wss://ws-feed.exchange.coinbase.com"
-#: ``GET /products/{product_id}/trades`` pages by ``trade_id`` (``before``/``after`` cursors,
-#: ≤ 1000 per page); its ``side`` is the maker side too.
-REST_URL: str | None = "https://api.exchange.coinbase.com"
-SEQUENTIAL_IDS = True
-#: Our choice: Coinbase documents no per-connection product cap, and advises spreading
-#: subscriptions over several connections; 50 products keep one connection's load moderate.
-MAX_SYMBOLS_PER_CONNECTION = 50
-#: None: protocol-level websocket pings only.
-PING: tuple[float, str] | None = None
+from connectors.venue import Venue, split_pair, type_name
 
 CHANNEL = "matches"
 #: Message types carrying one trade each.
@@ -86,105 +75,95 @@ QUOTES = ("USDT", "USDC", "USD", "EUR", "GBP", "BTC", "ETH", "DAI")
 
 _AGGRESSOR = {"buy": "sell", "sell": "buy"}  # maker side → taker side
 _ISO_RE = re.compile(
-    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
-_CONTROL_MARKERS = (b'"subscriptions"', b'"error"', b'"heartbeat"')
-
-Frame = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any]
+_CONTROL = {"subscriptions": "subscribed", "error": "error", "heartbeat": "heartbeat"}
 
 
-def native_symbol(symbol: str) -> str:
-    """Our symbol → Coinbase's ``product_id``: ``BTCUSD`` → ``BTC-USD``, ``ethbtc`` → ``ETH-BTC``.
+class Coinbase(Venue):
+    name = "coinbase"
+    ws_url = "wss://ws-feed.exchange.coinbase.com"
+    #: ``GET /products/{product_id}/trades`` pages by ``trade_id`` (``before``/``after``
+    #: cursors, ≤ 1000 per page); its ``side`` is the maker side too.
+    rest_url = "https://api.exchange.coinbase.com"
+    sequential_ids = True
+    #: Our choice: Coinbase documents no per-connection product cap, and advises spreading
+    #: subscriptions over several connections; 50 products keep one connection's load moderate.
+    max_symbols_per_connection = 50
+    ping = None  # protocol-level websocket pings only
+    control_markers = (b'"subscriptions"', b'"error"', b'"heartbeat"')
 
-    A symbol already spelled with a separator is Coinbase's own spelling and is kept
-    (upper-cased, ``/`` and ``_`` read as ``-``). Otherwise the quote currency is split off the
-    end, trying :data:`QUOTES` longest first (``BTCUSDC`` → ``BTC-USDC``, ``USDTUSD`` →
-    ``USDT-USD``). Raises :class:`~candlewax.errors.ConfigError` when no known quote fits.
-    """
-    return split_pair(symbol, QUOTES, "Coinbase", "BTC-USD")
+    def native_symbol(self, symbol: str) -> str:
+        """Our symbol → Coinbase's ``product_id``: ``BTCUSD`` → ``BTC-USD``, ``ethbtc`` →
+        ``ETH-BTC``.
 
+        A symbol already spelled with a separator is Coinbase's own spelling and is kept
+        (upper-cased, ``/`` and ``_`` read as ``-``). Otherwise the quote currency is split off
+        the end, trying :data:`QUOTES` longest first (``BTCUSDC`` → ``BTC-USDC``, ``USDTUSD``
+        → ``USDT-USD``). Raises :class:`~candlewax.errors.ConfigError` when no known quote
+        fits.
+        """
+        return split_pair(symbol, QUOTES, "Coinbase", "BTC-USD")
 
-def subscribe_messages(symbols: list[str]) -> list[str]:
-    """One ``subscribe`` frame for all products (Coinbase takes many products per message).
+    def subscribe_messages(self, symbols: list[str]) -> list[str]:
+        """One ``subscribe`` frame for all products (Coinbase takes many per message).
 
-    ``["BTCUSD"]`` → ``['{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches"]}']``;
-    ``[]`` → ``[]``. Duplicates are subscribed once (each counts against the 10-subscription
-    limit per product and channel).
-    """
-    products = list(dict.fromkeys(native_symbol(s) for s in symbols))
-    if not products:
-        return []
-    message = {"type": "subscribe", "product_ids": products, "channels": [CHANNEL]}
-    return [orjson.dumps(message).decode()]
+        ``["BTCUSD"]`` →
+        ``['{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches"]}']``; ``[]`` →
+        ``[]``. Duplicates are subscribed once (each counts against the 10-subscription limit
+        per product and channel).
+        """
+        products = list(dict.fromkeys(self.native_symbol(s) for s in symbols))
+        if not products:
+            return []
+        message = {"type": "subscribe", "product_ids": products, "channels": [CHANNEL]}
+        return [orjson.dumps(message).decode()]
 
+    def trades(self, obj: Any, recv_ms: int | None) -> list[Trade]:
+        """The trades of one Coinbase Exchange frame, decoded (``[]`` for frames without any).
 
-def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
-    """The trades of one Coinbase Exchange websocket frame (``[]`` for frames that carry none).
+        ParseError: ``venue_frame`` for JSON that is not a Coinbase message (no string
+        ``type``), ``missing_field``/``bad_type``/``bad_side``/``bad_timestamp`` for a match
+        without valid fields, and the codec's reasons for bad values.
+        """
+        if not isinstance(obj, dict):
+            raise ParseError(
+                "venue_frame", f"a Coinbase frame is a JSON object, got {type_name(obj)}"
+            )
+        kind = obj.get("type")
+        if not isinstance(kind, str):
+            raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
+        if kind not in TRADE_TYPES:
+            return []
+        maker = obj.get("side")
+        if maker is None:
+            raise ParseError("missing_field", "side")
+        if not isinstance(maker, str) or maker not in _AGGRESSOR:
+            raise ParseError("bad_side", f"side={str(maker)[:20]!r}, expected buy or sell")
+        trade = self.trade(
+            symbol=obj.get("product_id"),
+            id=obj.get("trade_id"),
+            price=obj.get("price"),
+            qty=obj.get("size"),
+            side=_AGGRESSOR[maker],
+            ts_ms=iso_to_ms(obj.get("time")),
+            recv_ms=recv_ms,
+            symbol_field="product_id",
+            id_field="trade_id",
+        )
+        return [trade]
 
-    ``frame`` is the raw text/bytes or the already decoded JSON; ``recv_ms`` is the local receive
-    time written into the trade. Raises :class:`~candlewax.errors.ParseError`: ``json`` for text
-    that is not JSON, ``venue_frame`` for JSON that is not a Coinbase message (no string
-    ``type``), ``missing_field``/``bad_type``/``bad_side``/``bad_timestamp`` for a match without
-    valid fields, and :func:`~candlewax.records.decode_trade`'s reasons for bad values.
-    """
-    obj = load_json(frame)
-    if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"a Coinbase frame is a JSON object, got {type_name(obj)}")
-    kind = obj.get("type")
-    if not isinstance(kind, str):
-        raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
-    if kind not in TRADE_TYPES:
-        return []
-    product = obj.get("product_id")
-    if product is None or product == "":
-        raise ParseError("missing_field", "product_id")
-    if not isinstance(product, str):
-        raise ParseError("bad_type", f"product_id is a {type_name(product)}")
-    maker = obj.get("side")
-    if maker is None:
-        raise ParseError("missing_field", "side")
-    if not isinstance(maker, str) or maker not in _AGGRESSOR:
-        raise ParseError("bad_side", f"side={str(maker)[:20]!r}, expected buy or sell")
-    record = decode_trade(
-        {
-            "venue": VENUE,
-            "symbol": normalize_symbol(product),
-            "id": obj.get("trade_id"),
-            "price": obj.get("price"),
-            "qty": obj.get("size"),
-            "side": _AGGRESSOR[maker],
-            "ts_ms": iso_to_ms(obj.get("time")),
-            "recv_ms": recv_ms,
-        }
-    )
-    if isinstance(record, Heartbeat):  # pragma: no cover - no "type" key is ever passed
-        raise ParseError("venue_frame", "not a trade")
-    return [record]
-
-
-def control(frame: Any) -> str | None:
-    """What the connection loop must react to, or ``None`` (never raises).
-
-    ``{"type":"subscriptions",...}`` (the answer to a subscribe) → ``"subscribed"``;
-    ``{"type":"error","message":...}`` (e.g. an unknown product; the loop logs it) →
-    ``"error"``; ``{"type":"heartbeat",...}`` → ``"heartbeat"``. Coinbase sends no
-    reconnect notice.
-    """
-    obj = control_object(frame, _CONTROL_MARKERS)  # trade frames are not decoded here
-    if obj is None:
-        return None
-    kind = obj.get("type")
-    if kind == "subscriptions":
-        return "subscribed"
-    if kind == "error":
-        return "error"
-    if kind == "heartbeat":
-        return "heartbeat"
-    return None
+    def control_label(self, obj: dict[str, Any]) -> str | None:
+        """``{"type":"subscriptions",...}`` (the answer to a subscribe) → ``"subscribed"``;
+        ``{"type":"error","message":...}`` (e.g. an unknown product; the loop logs it) →
+        ``"error"``; ``{"type":"heartbeat",...}`` → ``"heartbeat"``. Coinbase sends no
+        reconnect notice."""
+        kind = obj.get("type")
+        return _CONTROL.get(kind) if isinstance(kind, str) else None
 
 
-def iso_to_ms(value: Any) -> Any:
+def iso_to_ms(value: Any) -> int:
     """``"2021-04-17T16:43:37.089723Z"`` → ``1618677817089`` (UTC, truncated to the ms).
 
     Exact: integer arithmetic, no float. Raises ``ParseError("bad_timestamp")`` for a string that
@@ -194,7 +173,7 @@ def iso_to_ms(value: Any) -> Any:
         raise ParseError("missing_field", "time")
     if not isinstance(value, str):
         raise ParseError("bad_timestamp", f"time is a {type_name(value)}, expected ISO 8601 text")
-    match = _ISO_RE.match(value)
+    match = _ISO_RE.fullmatch(value)
     if match is None:
         raise ParseError("bad_timestamp", f"time={value[:40]!r} is not ISO 8601 UTC")
     year, month, day, hour, minute, second, frac, zone = match.groups()
@@ -207,6 +186,3 @@ def iso_to_ms(value: Any) -> Any:
         sign = 1 if zone[0] == "+" else -1
         seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     return seconds * 1000 + int((frac or "").ljust(3, "0")[:3])
-
-
-# --------------------------------------------------------------------------- internals

@@ -1,4 +1,4 @@
-"""Finnhub websocket frames → normalized :class:`~candlewax.records.Trade` records (pure, no I/O).
+"""Finnhub websocket frames → normalized :class:`~candlewax.codec.Trade` records (pure, no I/O).
 
 Venue ``finnhub``: ``wss://ws.finnhub.io`` — the caller appends ``?token=...``; the token never
 passes through this module and must never be logged. Finnhub aggregates many markets; symbols
@@ -10,7 +10,7 @@ its shape is Finnhub's documented one)::
     {"data":[{"c":null,"p":61837.63,"s":"BINANCE:BTCUSDT","t":1723161255342,"v":0.02}],
      "type":"trade"}
 
-→ ``Trade(venue="finnhub", symbol="BINANCE:BTCUSDT", id="1723161255342-0-e60d0af2bbc8",
+→ ``Trade(venue="finnhub", symbol="BINANCE:BTCUSDT", id="1723161255342-0",
 price="61837.63", qty="0.02", side=None, ts_ms=1723161255342)``.
 
 Field mapping (Finnhub docs, Trades - Last Price Updates: ``data`` "List of trades or price
@@ -24,7 +24,7 @@ updates", ``s`` symbol, ``p`` last price, ``t`` "UNIX milliseconds timestamp", `
 - **Items with ``v == 0`` are skipped**: the docs call ``data`` "trades or price updates", and a
   price update carries no volume; it is not a trade (and the validation would reject it).
   ``c`` (stock trade conditions) is not interpreted: every trade with volume is kept.
-- ``symbol`` is ``s`` through :func:`~candlewax.records.normalize_symbol` **with its exchange
+- ``symbol`` is ``s`` through :func:`~candlewax.codec.normalize_symbol` **with its exchange
   prefix kept**: ``BINANCE:BTCUSDT`` → ``BINANCE:BTCUSDT``, ``OANDA:EUR_USD`` → ``OANDA:EURUSD``,
   ``AAPL`` → ``AAPL``. Stripping the prefix would merge different markets into one symbol —
   ``BINANCE:BTCUSDT`` with another exchange's ``BTCUSDT``, ``COINBASE:BTC-USD`` with
@@ -33,14 +33,14 @@ updates", ``s`` symbol, ``p`` last price, ``t`` "UNIX milliseconds timestamp", `
   and the symbol is still upper case without those separators. Consequence: the Kafka key is
   ``finnhub:BINANCE:BTCUSDT``; a reader splitting a key must split at the *first* ``:`` only
   (venue names never contain one).
-- ``id``: Finnhub has no trade id. It is derived deterministically from the trade and its place
-  in the message — ``"<t>-<index in data>-<hash of (symbol, t, price, qty, index)>"``, over the
-  validated canonical values — so re-parsing the same message, as text or decoded, gives the
-  same ids. **It is not unique across messages**: two messages each holding an identical trade
-  (same ``t``, ``p``, ``v``) at the same position get the same id, and identical trades are
-  common (the fixture repeats ``p=61837.63, v=0.00009`` within one millisecond; 4 of its 9,757
-  trades share their id with another message's trade). Never deduplicate Finnhub trades by id
-  (``SEQUENTIAL_IDS`` is False, so the connection loop does not).
+- ``id``: Finnhub has no trade id. The parser numbers the trades of each (symbol, ``t``) in the
+  order they arrive on its connection: ``"<t>-<n>"``, ``n`` from 0. Identical trades are real
+  and common (the fixture repeats ``p=61837.63, v=0.00009`` within one millisecond, in two
+  messages), so the id cannot come from the trade's content; numbering makes every id unique
+  in its stream, and the flow's deduplication by (venue, symbol, id) never drops a real trade.
+  Re-reading the same stream from its start (a replay) gives the same ids. The counts of the
+  last :data:`ID_MEMORY` (symbol, millisecond) pairs are kept (a trade arriving later for an
+  older millisecond than that would reuse an id, and be dropped as a duplicate).
 
 Other messages yield ``[]``: ``{"type":"ping"}`` (Finnhub's application heartbeat; no answer is
 needed — finnhubio/Finnhub-API#109 shows idle subscriptions receiving only these) and
@@ -54,140 +54,125 @@ per symbol. No trade backfill by id exists (``REST_URL`` is None).
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import replace
+import collections
 from typing import Any
 
 import orjson
 
+from candlewax.codec import Trade
 from candlewax.errors import ConfigError, ParseError
-from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import control_object, load_json, type_name
+from connectors.venue import Venue, type_name
 
-VENUE = "finnhub"
-#: The caller appends ``?token=...`` (never stored or logged here).
-WS_URL = "wss://ws.finnhub.io"
-REST_URL: str | None = None
-SEQUENTIAL_IDS = False
-#: The free plan's websocket symbol limit.
-MAX_SYMBOLS_PER_CONNECTION = 50
-#: None: Finnhub pings (``{"type":"ping"}``); protocol-level pings from the loop suffice.
-PING: tuple[float, str] | None = None
-
-_CONTROL_MARKERS = (b'"ping"', b'"error"')
-
-Frame = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any]
+#: (symbol, millisecond) pairs whose trade counts are remembered, per connection.
+ID_MEMORY = 4096
+_CONTROL = {"ping": "heartbeat", "error": "error"}
 
 
-def native_symbol(symbol: str) -> str:
-    """Finnhub symbols are passed through as given (trimmed): ``BINANCE:BTCUSDT``, ``AAPL``.
+class Finnhub(Venue):
+    name = "finnhub"
+    #: The token is appended as ``?token=...`` by :meth:`stream_url` (never stored or logged).
+    ws_url = "wss://ws.finnhub.io"
+    rest_url = None  # no trade backfill by id exists
+    sequential_ids = False
+    #: The free plan's websocket symbol limit.
+    max_symbols_per_connection = 50
+    #: None: Finnhub pings (``{"type":"ping"}``); protocol-level pings from the loop suffice.
+    ping = None
+    token_env = "FINNHUB_TOKEN"
+    control_markers = (b'"ping"', b'"error"')
 
-    Finnhub's namespace mixes exchanges and asset classes; only the user knows the spelling.
-    Raises :class:`~candlewax.errors.ConfigError` for an empty symbol.
-    """
-    text = symbol.strip() if isinstance(symbol, str) else ""
-    if not text:
-        raise ConfigError(f"Finnhub symbol {symbol!r} is empty; pass e.g. BINANCE:BTCUSDT or AAPL")
-    return text
+    def __init__(self) -> None:
+        self._counts: collections.OrderedDict[tuple[str, int], int] = collections.OrderedDict()
 
+    def native_symbol(self, symbol: str) -> str:
+        """Finnhub symbols are passed through as given (trimmed): ``BINANCE:BTCUSDT``, ``AAPL``.
 
-def subscribe_messages(symbols: list[str]) -> list[str]:
-    """One ``subscribe`` frame per symbol (Finnhub takes one symbol per message).
+        Finnhub's namespace mixes exchanges and asset classes; only the user knows the spelling.
+        Raises :class:`~candlewax.errors.ConfigError` for an empty symbol.
+        """
+        text = symbol.strip() if isinstance(symbol, str) else ""
+        if not text:
+            raise ConfigError(
+                f"Finnhub symbol {symbol!r} is empty; pass e.g. BINANCE:BTCUSDT or AAPL"
+            )
+        return text
 
-    ``["BINANCE:BTCUSDT"]`` → ``['{"type":"subscribe","symbol":"BINANCE:BTCUSDT"}']``.
-    Duplicates are subscribed once.
-    """
-    return [
-        orjson.dumps({"type": "subscribe", "symbol": s}).decode()
-        for s in dict.fromkeys(native_symbol(s) for s in symbols)
-    ]
+    def subscribe_messages(self, symbols: list[str]) -> list[str]:
+        """One ``subscribe`` frame per symbol (Finnhub takes one symbol per message).
 
+        ``["BINANCE:BTCUSDT"]`` → ``['{"type":"subscribe","symbol":"BINANCE:BTCUSDT"}']``.
+        Duplicates are subscribed once.
+        """
+        return [
+            orjson.dumps({"type": "subscribe", "symbol": s}).decode()
+            for s in dict.fromkeys(self.native_symbol(s) for s in symbols)
+        ]
 
-def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
-    """The trades of one Finnhub websocket message (``[]`` for messages that carry none).
+    def stream_url(self, base: str, symbols: list[str], token: str | None = None) -> str:
+        if not token:
+            raise ConfigError(
+                "FINNHUB_TOKEN is not set: Finnhub needs an API token "
+                "(https://finnhub.io/dashboard); export it in the environment (or "
+                "FINNHUB_TOKEN_FILE), never on the command line"
+            )
+        return f"{base}?token={token}"
 
-    ``frame`` is the raw text/bytes or the already decoded JSON; ``recv_ms`` is the local receive
-    time written into every trade. Raises :class:`~candlewax.errors.ParseError`: ``json`` for
-    text that is not JSON, ``venue_frame`` for JSON that is not a Finnhub message (no string
-    ``type``, or a trade message without its ``data`` list), ``missing_field``/``bad_type`` for
-    a trade without its symbol, and :func:`~candlewax.records.decode_trade`'s reasons for bad
-    values.
-    """
-    obj = load_json(frame)
-    if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"a Finnhub message is a JSON object, got {type_name(obj)}")
-    kind = obj.get("type")
-    if not isinstance(kind, str):
-        raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
-    if kind != "trade":
-        return []  # ping, error, and message types of other products (news, ...)
-    data = obj.get("data")
-    if not isinstance(data, list):
-        raise ParseError("venue_frame", f"a trade message without a data list ({type_name(data)})")
-    trades: list[Trade] = []
-    for index, item in enumerate(data):
-        trade = _trade(item, index, recv_ms)
-        if trade is not None:
-            trades.append(trade)
-    return trades
+    def trades(self, obj: Any, recv_ms: int | None) -> list[Trade]:
+        """The trades of one Finnhub message, decoded (``[]`` for messages that carry none).
 
+        ParseError: ``venue_frame`` for JSON that is not a Finnhub message (no string ``type``,
+        or a trade message without its ``data`` list), ``missing_field``/``bad_type`` for a
+        trade without its symbol, and the codec's reasons for bad values.
+        """
+        if not isinstance(obj, dict):
+            raise ParseError(
+                "venue_frame", f"a Finnhub message is a JSON object, got {type_name(obj)}"
+            )
+        kind = obj.get("type")
+        if not isinstance(kind, str):
+            raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
+        if kind != "trade":
+            return []  # ping, error, and message types of other products (news, ...)
+        data = obj.get("data")
+        if not isinstance(data, list):
+            raise ParseError(
+                "venue_frame", f"a trade message without a data list ({type_name(data)})"
+            )
+        # Validate the whole message before numbering any of it: a rejected message must not
+        # shift the numbers of the trades after it.
+        checked = [self._checked(item, recv_ms) for item in data]
+        return [self._numbered(trade) for trade in checked if trade is not None]
 
-def control(frame: Any) -> str | None:
-    """What the connection loop must react to, or ``None`` (never raises).
+    def control_label(self, obj: dict[str, Any]) -> str | None:
+        """``{"type":"ping"}`` → ``"heartbeat"`` (nothing to answer); ``{"type":"error",...}``
+        (e.g. an invalid symbol or too many symbols; the loop logs it) → ``"error"``."""
+        kind = obj.get("type")
+        return _CONTROL.get(kind) if isinstance(kind, str) else None
 
-    ``{"type":"ping"}`` → ``"heartbeat"`` (nothing to answer); ``{"type":"error",...}`` (e.g.
-    an invalid symbol or too many symbols; the loop logs it) → ``"error"``.
-    """
-    obj = control_object(frame, _CONTROL_MARKERS)  # trade frames are not decoded here
-    if obj is None:
-        return None
-    kind = obj.get("type")
-    if kind == "ping":
-        return "heartbeat"
-    if kind == "error":
-        return "error"
-    return None
+    def _checked(self, item: Any, recv_ms: int | None) -> Trade | None:
+        if not isinstance(item, dict):
+            raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
+        volume = item.get("v")
+        if isinstance(volume, int | float) and not isinstance(volume, bool) and volume == 0:
+            return None  # a price update, not a trade
+        return self.trade(
+            symbol=item.get("s"),
+            id="-",  # numbered once the whole message is valid
+            price=item.get("p"),
+            qty=volume,
+            side=None,
+            ts_ms=item.get("t"),
+            recv_ms=recv_ms,
+            symbol_field="s",
+        )
 
-
-def trade_id(symbol: str, ts_ms: int, price: str, qty: str, index: int) -> str:
-    """The derived id of a Finnhub trade: ``"<t>-<index>-<12 hex digits>"``.
-
-    The hash covers the normalized symbol, time, canonical price and quantity strings and the
-    index in ``data``. Deterministic for the same message; not unique across messages (see the
-    module docstring).
-    """
-    key = f"{symbol}|{ts_ms}|{price}|{qty}|{index}".encode()
-    return f"{ts_ms}-{index}-{hashlib.blake2b(key, digest_size=6).hexdigest()}"
-
-
-# --------------------------------------------------------------------------- internals
-
-
-def _trade(item: Any, index: int, recv_ms: int | None) -> Trade | None:
-    if not isinstance(item, dict):
-        raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
-    volume = item.get("v")
-    if isinstance(volume, int | float) and not isinstance(volume, bool) and volume == 0:
-        return None  # a price update, not a trade
-    symbol = item.get("s")
-    if symbol is None or symbol == "":
-        raise ParseError("missing_field", "s")
-    if not isinstance(symbol, str):
-        raise ParseError("bad_type", f"s is a {type_name(symbol)}")
-    record = decode_trade(
-        {
-            "venue": VENUE,
-            "symbol": normalize_symbol(symbol),
-            "id": "-",  # replaced below, from the validated values
-            "price": item.get("p"),
-            "qty": volume,
-            "side": None,
-            "ts_ms": item.get("t"),
-            "recv_ms": recv_ms,
-        }
-    )
-    if isinstance(record, Heartbeat):  # pragma: no cover - no "type" key is ever passed
-        raise ParseError("venue_frame", "not a trade")
-    return replace(
-        record, id=trade_id(record.symbol, record.ts_ms, record.price, record.qty, index)
-    )
+    def _numbered(self, trade: Trade) -> Trade:
+        key = (trade.symbol, trade.ts_ms)
+        n = self._counts.pop(key, 0)
+        self._counts[key] = n + 1
+        if len(self._counts) > ID_MEMORY:
+            self._counts.popitem(last=False)
+        return Trade(
+            trade.venue, trade.symbol, f"{trade.ts_ms}-{n}", trade.price, trade.qty,
+            trade.side, trade.ts_ms, trade.recv_ms,
+        )  # fmt: skip

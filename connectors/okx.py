@@ -1,4 +1,4 @@
-"""OKX v5 public websocket frames → normalized :class:`~candlewax.records.Trade` records (pure).
+"""OKX v5 public websocket frames → normalized :class:`~candlewax.codec.Trade` records (pure).
 
 Venue ``okx``: ``wss://ws.okx.com:8443/ws/v5/public``, channel ``trades``, one ``instId`` per
 subscription argument (spot ``BTC-USDT``, and — if asked for by their OKX spelling — swaps
@@ -18,11 +18,12 @@ Field mapping:
 - ``price``/``qty`` are ``px``/``sz`` exactly as sent. For SWAP/FUTURES/OPTION ``sz`` counts
   contracts, not coins (docs: "For spot trading, the unit is base currency; for FUTURES/SWAP/
   OPTION, the unit is contract").
-- ``symbol`` is ``instId`` through :func:`~candlewax.records.normalize_symbol`: ``BTC-USDT`` →
+- ``symbol`` is ``instId`` through :func:`~candlewax.codec.normalize_symbol`: ``BTC-USDT`` →
   ``BTCUSDT``, ``BTC-USDT-SWAP`` → ``BTCUSDTSWAP``, ``BTC-USD-220527`` → ``BTCUSD220527``.
   OKX instrument ids differ by more than their dashes, so nothing collides.
 - ``id`` is ``tradeId`` (a string of digits).
-- Every trade goes through :func:`~candlewax.records.decode_trade`; its reasons pass through.
+- Every trade goes through :meth:`Venue.trade <connectors.venue.Venue.trade>`; its reasons
+  pass through.
 
 Non-trade frames yield ``[]``: subscription acks ``{"event":"subscribe","arg":{...}}``, errors
 ``{"event":"error","code":"60012",...}``, notices, other channels (``books``, ``tickers``), and
@@ -64,26 +65,14 @@ REST backfill: ``GET https://www.okx.com/api/v5/market/history-trades?instId=..&
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 
+from candlewax.codec import Trade
+from candlewax.codec import rules as codec_rules
 from candlewax.errors import ParseError
-from candlewax.records import Heartbeat, Trade, decode_trade, normalize_symbol
-from connectors.frames import chunks, control_object, keys, load_json, split_pair, type_name
-
-VENUE = "okx"
-WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
-#: ``/api/v5/market/history-trades`` pages trades by ``tradeId`` (``type=1``): id-based backfill.
-REST_URL: str | None = "https://www.okx.com"
-#: False: the ``trades`` channel sends one message per taker order and price (see above).
-SEQUENTIAL_IDS = False
-#: Our choice: OKX documents no per-connection cap, only 64 KB per subscribe request and 480
-#: requests per hour; 200 instruments keep one connection's blast radius and load moderate.
-MAX_SYMBOLS_PER_CONNECTION = 200
-#: Send the text ``ping`` every 20 s (OKX drops a connection silent for 30 s); it answers ``pong``.
-PING: tuple[float, str] | None = (20.0, "ping")
+from connectors.venue import Frame, Venue, chunks, keys, load_json, split_pair, type_name
 
 #: Channels whose pushes carry trades (same fields): aggregated ``trades`` on ``/ws/v5/public``,
 #: one-trade-per-push ``trades-all`` on ``/ws/v5/business``.
@@ -96,144 +85,119 @@ QUOTES = ("USDT", "USDC", "USD", "EUR", "BTC", "ETH", "DAI", "OKB", "TRY", "BRL"
 
 #: Subscription arguments per request: far below the 64 KB request limit (≈ 45 bytes each).
 _ARGS_PER_REQUEST = 100
-_DIGITS_RE = re.compile(r"^[0-9]{1,19}$")
-
-Frame = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any]
+_CONTROL = {"subscribe": "subscribed", "error": "error", "notice": "reconnect"}
 
 
-def native_symbol(symbol: str) -> str:
-    """Our symbol → OKX's ``instId``: ``BTCUSDT`` → ``BTC-USDT``, ``ethbtc`` → ``ETH-BTC``.
+class Okx(Venue):
+    name = "okx"
+    ws_url = "wss://ws.okx.com:8443/ws/v5/public"
+    #: ``/api/v5/market/history-trades`` pages trades by ``tradeId`` (``type=1``).
+    rest_url = "https://www.okx.com"
+    #: False: the ``trades`` channel sends one message per taker order and price (see above).
+    sequential_ids = False
+    #: Our choice: OKX documents no per-connection cap, only 64 KB per subscribe request and
+    #: 480 requests per hour; 200 instruments keep one connection's blast radius moderate.
+    max_symbols_per_connection = 200
+    #: Send the text ``ping`` every 20 s (OKX drops a connection silent for 30 s).
+    ping = (20.0, "ping")
+    control_markers = (b'"event"',)  # trade pushes are not decoded by control
 
-    A symbol already spelled with a separator is OKX's own spelling and is kept (upper-cased,
-    ``/`` and ``_`` read as ``-``): ``BTC-USDT``, ``BTC-USDT-SWAP``, ``BTC/USDT`` → ``BTC-USDT``.
-    Otherwise the quote currency is split off the end, trying :data:`QUOTES` longest first
-    (``USDCUSDT`` → ``USDC-USDT``, ``BTCUSDC`` → ``BTC-USDC``). Raises
-    :class:`~candlewax.errors.ConfigError` when no known quote fits: pass ``BASE-QUOTE`` then.
-    """
-    return split_pair(symbol, QUOTES, "OKX", "BTC-USDT")
+    def native_symbol(self, symbol: str) -> str:
+        """Our symbol → OKX's ``instId``: ``BTCUSDT`` → ``BTC-USDT``, ``ethbtc`` → ``ETH-BTC``.
 
+        A symbol already spelled with a separator is OKX's own spelling and is kept
+        (upper-cased, ``/`` and ``_`` read as ``-``): ``BTC-USDT``, ``BTC-USDT-SWAP``,
+        ``BTC/USDT`` → ``BTC-USDT``. Otherwise the quote currency is split off the end, trying
+        :data:`QUOTES` longest first (``USDCUSDT`` → ``USDC-USDT``, ``BTCUSDC`` →
+        ``BTC-USDC``). Raises :class:`~candlewax.errors.ConfigError` when no known quote fits:
+        pass ``BASE-QUOTE`` then.
+        """
+        return split_pair(symbol, QUOTES, "OKX", "BTC-USDT")
 
-def subscribe_messages(symbols: list[str]) -> list[str]:
-    """The text frames to send after connecting, ≤ 100 instruments each.
+    def subscribe_messages(self, symbols: list[str]) -> list[str]:
+        """The text frames to send after connecting, ≤ 100 instruments each.
 
-    ``["BTCUSDT"]`` → ``['{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}']``.
-    Duplicates (after :func:`native_symbol`) are subscribed once.
-    """
-    inst_ids = list(dict.fromkeys(native_symbol(s) for s in symbols))
-    return [
-        orjson.dumps(
-            {
-                "op": "subscribe",
-                "args": [{"channel": CHANNEL, "instId": i} for i in chunk],
-            }
-        ).decode()
-        for chunk in chunks(inst_ids, _ARGS_PER_REQUEST)
-    ]
+        ``["BTCUSDT"]`` →
+        ``['{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}']``.
+        Duplicates (after :meth:`native_symbol`) are subscribed once.
+        """
+        inst_ids = list(dict.fromkeys(self.native_symbol(s) for s in symbols))
+        return [
+            orjson.dumps(
+                {"op": "subscribe", "args": [{"channel": CHANNEL, "instId": i} for i in chunk]}
+            ).decode()
+            for chunk in chunks(inst_ids, _ARGS_PER_REQUEST)
+        ]
 
+    def parse_frame(self, frame: Frame, recv_ms: int | None = None) -> list[Trade]:
+        """The trades of one OKX public websocket frame (``[]`` for frames that carry none).
 
-def parse_frame(frame: Frame, recv_ms: int | None = None) -> list[Trade]:
-    """The trades of one OKX public websocket frame (``[]`` for frames that carry none).
+        ParseError: ``json`` for text that is neither JSON nor ``pong``, ``venue_frame`` for
+        JSON that is not an OKX message (or a trades push without its ``data`` list),
+        ``missing_field``/``bad_type`` for a trade without its fields, and the codec's reasons
+        for bad values.
+        """
+        if isinstance(frame, bytes | bytearray | memoryview | str) and _is_pong(frame):
+            return []
+        return self.trades(load_json(frame), recv_ms)
 
-    ``frame`` is the raw text/bytes or the already decoded JSON; ``recv_ms`` is the local receive
-    time written into every trade. Raises :class:`~candlewax.errors.ParseError`: ``json`` for
-    text that is neither JSON nor ``pong``, ``venue_frame`` for JSON that is not an OKX message
-    (or a trades push without its ``data`` list), ``missing_field``/``bad_type`` for a trade
-    without its fields, and :func:`~candlewax.records.decode_trade`'s reasons for bad values.
-    """
-    obj = _load(frame)
-    if obj is _PONG:
-        return []
-    if not isinstance(obj, dict):
-        raise ParseError("venue_frame", f"an OKX frame is a JSON object, got {type_name(obj)}")
-    if "event" in obj:  # subscribe / unsubscribe / error / notice / login acks
-        return []
-    arg = obj.get("arg")
-    if not isinstance(arg, dict):
-        raise ParseError("venue_frame", f"no 'event' and no 'arg' object (keys: {keys(obj)})")
-    channel = arg.get("channel")
-    if not isinstance(channel, str):
-        raise ParseError("venue_frame", f"arg.channel is a {type_name(channel)}, expected a string")
-    if channel not in TRADE_CHANNELS:
-        return []
-    data = obj.get("data")
-    if not isinstance(data, list):
-        raise ParseError("venue_frame", f"a {channel} push without a data list ({type_name(data)})")
-    return [_trade(item, arg.get("instId"), recv_ms) for item in data]
+    def trades(self, obj: Any, recv_ms: int | None) -> list[Trade]:
+        if not isinstance(obj, dict):
+            raise ParseError("venue_frame", f"an OKX frame is a JSON object, got {type_name(obj)}")
+        if "event" in obj:  # subscribe / unsubscribe / error / notice / login acks
+            return []
+        arg = obj.get("arg")
+        if not isinstance(arg, dict):
+            raise ParseError("venue_frame", f"no 'event' and no 'arg' object (keys: {keys(obj)})")
+        channel = arg.get("channel")
+        if not isinstance(channel, str):
+            raise ParseError(
+                "venue_frame", f"arg.channel is a {type_name(channel)}, expected a string"
+            )
+        if channel not in TRADE_CHANNELS:
+            return []
+        data = obj.get("data")
+        if not isinstance(data, list):
+            raise ParseError(
+                "venue_frame", f"a {channel[:20]} push without a data list ({type_name(data)})"
+            )
+        return [self._trade(item, arg.get("instId"), recv_ms) for item in data]
 
+    def control(self, frame: Any) -> str | None:
+        """``pong`` (the answer to our ``ping``) → ``"pong"``; ``{"event":"subscribe",...}`` →
+        ``"subscribed"``; ``{"event":"error",...}`` (a rejected request; the loop logs it) →
+        ``"error"``; ``{"event":"notice",...}`` (64008, service upgrade in 30 s) →
+        ``"reconnect"``. Never raises."""
+        if isinstance(frame, str | bytes | bytearray | memoryview) and _is_pong(frame):
+            return "pong"
+        return super().control(frame)
 
-def control(frame: Any) -> str | None:
-    """What the connection loop must react to, or ``None`` (never raises).
+    def control_label(self, obj: dict[str, Any]) -> str | None:
+        return (
+            {"subscribe": "subscribed", "error": "error", "notice": "reconnect"}.get(
+                obj.get("event")  # type: ignore[arg-type]
+            )
+            if isinstance(obj.get("event"), str)
+            else None
+        )
 
-    ``pong`` (the answer to our ``ping``) → ``"pong"``; ``{"event":"subscribe",...}`` →
-    ``"subscribed"``; ``{"event":"error",...}`` (a rejected request; the loop logs it) →
-    ``"error"``; ``{"event":"notice",...}`` (64008, service upgrade in 30 s) → ``"reconnect"``.
-    """
-    if isinstance(frame, memoryview):
-        frame = frame.tobytes()
-    if isinstance(frame, str | bytes | bytearray) and _is_pong(frame):
-        return "pong"
-    obj = control_object(frame, (b'"event"',))  # trade pushes are not decoded here
-    if obj is None:
-        return None
-    event = obj.get("event")
-    if event == "subscribe":
-        return "subscribed"
-    if event == "error":
-        return "error"
-    if event == "notice":
-        return "reconnect"
-    return None
-
-
-# --------------------------------------------------------------------------- internals
-
-_PONG = object()
-
-
-def _trade(item: Any, arg_inst_id: Any, recv_ms: int | None) -> Trade:
-    if not isinstance(item, dict):
-        raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
-    inst_id = item.get("instId", arg_inst_id)
-    if inst_id is None or inst_id == "":
-        raise ParseError("missing_field", "instId")
-    if not isinstance(inst_id, str):
-        raise ParseError("bad_type", f"instId is a {type_name(inst_id)}")
-    if item.get("side") is None:  # the aggressor is always sent: its absence is a schema change
-        raise ParseError("missing_field", "side")
-    return _decode(
-        {
-            "venue": VENUE,
-            "symbol": normalize_symbol(inst_id),
-            "id": item.get("tradeId"),
-            "price": item.get("px"),
-            "qty": item.get("sz"),
-            "side": item.get("side"),
-            "ts_ms": _ms(item.get("ts")),
-            "recv_ms": recv_ms,
-        }
-    )
-
-
-def _ms(value: Any) -> Any:
-    """OKX sends times as digit strings: ``"1652459224818"`` → 1652459224818. Anything else is
-    left for :func:`decode_trade` to judge (and reject with ``bad_timestamp``)."""
-    if isinstance(value, str) and _DIGITS_RE.match(value):
-        return int(value)
-    return value
-
-
-def _decode(obj: dict[str, Any]) -> Trade:
-    """:func:`decode_trade` of a trade dict built from a frame (never a heartbeat)."""
-    record = decode_trade(obj)
-    if isinstance(record, Heartbeat):  # pragma: no cover - no "type" key is ever passed
-        raise ParseError("venue_frame", "not a trade")
-    return record
-
-
-def _load(frame: Any) -> Any:
-    if isinstance(frame, bytes | bytearray | memoryview | str) and _is_pong(frame):
-        return _PONG
-    return load_json(frame)
+    def _trade(self, item: Any, arg_inst_id: Any, recv_ms: int | None) -> Trade:
+        if not isinstance(item, dict):
+            raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
+        if item.get("side") is None:  # the aggressor is always sent: its absence is a change
+            raise ParseError("missing_field", "side")
+        ts = item.get("ts")
+        return self.trade(
+            symbol=item.get("instId", arg_inst_id),
+            id=item.get("tradeId"),
+            price=item.get("px"),
+            qty=item.get("sz"),
+            side=item.get("side"),
+            ts_ms=codec_rules.timestamp_text(ts, "ts"),  # "1652459224818"
+            recv_ms=recv_ms,
+            symbol_field="instId",
+            id_field="tradeId",
+        )
 
 
 def _is_pong(frame: bytes | bytearray | memoryview | str) -> bool:

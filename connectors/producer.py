@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 
 from candlewax import metrics
+from candlewax.codec import DeadLetter, Heartbeat, Trade, encode_trades, message_key
 from candlewax.kafka import TrackedProducer
-from candlewax.records import DeadLetter, Heartbeat, Trade, encode_trades, message_key
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from candlewax.records import DeadLetter, Trade
+from candlewax.codec import DeadLetter, Trade
 from connectors.producer import TradeProducer
 
 log = logging.getLogger(__name__)
+
+
+def shift_trade(trade: Trade, shift_ms: int) -> Trade:
+    """The same trade ``shift_ms`` later (earlier if negative): ``ts_ms`` and ``recv_ms`` move."""
+    recv_ms = None if trade.recv_ms is None else trade.recv_ms + shift_ms
+    return replace(trade, ts_ms=trade.ts_ms + shift_ms, recv_ms=recv_ms)
 
 
 @dataclass
@@ -71,14 +77,7 @@ def publish(
         if not trades:
             continue
         if shift_ms:
-            trades = [
-                replace(
-                    t,
-                    ts_ms=t.ts_ms + shift_ms,
-                    recv_ms=None if t.recv_ms is None else t.recv_ms + shift_ms,
-                )
-                for t in trades
-            ]
+            trades = [shift_trade(t, shift_ms) for t in trades]
         stats.trades += producer.send(trades, per_message)
         for trade in trades:
             if trade.ts_ms > newest.get(trade.venue, -1):

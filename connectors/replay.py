@@ -2,11 +2,11 @@
 
 :func:`iter_file` streams one file as :class:`ReplayItem` s — the trades of one recorded message
 (one websocket frame, one line, one row) with its local receive time, plus the rejected inputs
-as :class:`~candlewax.records.DeadLetter` s sourced ``{"file": path, "line": n}``. Bad lines never
+as :class:`~candlewax.codec.DeadLetter` s sourced ``{"file": path, "line": n}``. Bad lines never
 raise and never stop the iteration; configuration problems (unknown format, a venue that cannot
 be read yet, a trade file without the trade columns) raise :class:`ConfigError` when
 :func:`iter_file` is called, before any item is produced. Publishing, pacing and speed belong to
-the publisher; :func:`shift_trade` moves a trade in time for it.
+the publisher (``connectors/publish.py``).
 
 Formats (detected from the name, then from the first bytes; ``fmt=`` overrides):
 
@@ -23,7 +23,7 @@ Formats (detected from the name, then from the first bytes; ``fmt=`` overrides):
     captures are readable so far; other venues raise :class:`ConfigError`.
 ``ndjson`` (``.jsonl``/``.ndjson``/``.json``, optionally ``.gz``)
     one ``trades`` message per line in our wire format: an object or an array of objects
-    (:func:`candlewax.records.decode_message` semantics; heartbeats are skipped).
+    (:func:`candlewax.codec.decode_message` semantics; heartbeats are skipped).
 ``csv`` (optionally ``.gz``)
     a header with Trade field names; price and qty are kept as the text in the file.
 ``parquet``
@@ -39,11 +39,11 @@ the previous item's ``recv_ms`` (0 before the first). For parquet, ``line`` is t
 from __future__ import annotations
 
 import csv
-import dataclasses
 import gzip
 import io
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,16 +51,24 @@ from typing import IO, Any
 
 import orjson
 
-from candlewax.errors import ConfigError, ParseError
-from candlewax.records import DeadLetter, Heartbeat, Trade, decode_trade
-from connectors.binance import TRADE_CHANNELS, VENUES, parse_frame, stream_channel
+from candlewax.codec import (
+    MAX_ARRAY_ITEMS,
+    TRADE_FIELDS,
+    DeadLetter,
+    Heartbeat,
+    Trade,
+    decode_record,
+)
+from candlewax.codec.strictjson import loads
+from candlewax.errors import CandlewaxError, ConfigError, ParseError
+from connectors.binance import TRADE_CHANNELS, VENUES, Binance, for_venue, stream_channel
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("hftbacktest", "cryptofeed", "ndjson", "csv", "parquet")
 
 #: The columns of a trade file (``v``, ``side`` and ``recv_ms`` may be absent).
-TRADE_COLUMNS = ("v", "venue", "symbol", "id", "price", "qty", "side", "ts_ms", "recv_ms")
+TRADE_COLUMNS = TRADE_FIELDS
 _READ_COLUMNS = (*TRADE_COLUMNS, "type")
 _REQUIRED_COLUMNS = ("symbol", "id", "price", "qty", "ts_ms")
 
@@ -73,14 +81,27 @@ _CRYPTOFEED_VENUES = {
 }
 _CRYPTOFEED_NAME_RE = re.compile(r"^(?P<exchange>[A-Za-z0-9_]+)\.ws\.\d+\.\d+$")
 _CRYPTOFEED_LINE_RE = re.compile(rb"^(\d+)(?:\.(\d*))?: ")
-_HFT_LINE_RE = re.compile(rb"^\d+ [\[{]")
+_HFT_LINE_RE = re.compile(rb"^[0-9]+ [\[{]")
 _STREAM_PREFIX_RE = re.compile(rb'^\s*\{"stream":"([^"]*)"')
-_INT_RE = re.compile(r"^-?[0-9]+$")
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+_DIGITS = re.compile(rb"[0-9]{1,25}")
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _PARQUET_BATCH_ROWS = 8192
 _MAX_DECIMAL_CHARS = 64
 _MAX_DECIMAL_EXPONENT = 30
+
+
+class ReplayError(CandlewaxError):
+    """A replay file became unreadable part way (a damaged or truncated gzip stream, an I/O
+    error): ``line`` is the last line read whole."""
+
+    def __init__(self, path: Path, line: int, why: str) -> None:
+        super().__init__(
+            f"{path} is damaged after line {line} ({why}); everything up to that line was read"
+        )
+        self.path = path
+        self.line = line
 
 
 @dataclass(slots=True)
@@ -123,9 +144,9 @@ def iter_file(
     log.info("replaying %s as %s (venue %s)", path, fmt, venue or "from records")
     items: Iterator[ReplayItem]
     if fmt == "hftbacktest":
-        items = _read_hftbacktest(path, _recording_venue(path, fmt, venue))
+        items = _read_hftbacktest(path, for_venue(_recording_venue(path, fmt, venue)))
     elif fmt == "cryptofeed":
-        items = _read_cryptofeed(path, _recording_venue(path, fmt, venue))
+        items = _read_cryptofeed(path, for_venue(_recording_venue(path, fmt, venue)))
     else:
         items = {"ndjson": _read_ndjson, "csv": _read_csv, "parquet": _read_parquet}[fmt](
             path, venue
@@ -147,11 +168,14 @@ def detect_format(path: str | Path) -> str:
         return "ndjson"
     if _CRYPTOFEED_NAME_RE.match(name):
         return "cryptofeed"
-    with path.open("rb") as raw:
-        if raw.read(4) == _PARQUET_MAGIC:
-            return "parquet"
-    with _open_binary(path) as stream:
-        head = stream.readline(4096)
+    try:
+        with path.open("rb") as raw:
+            if raw.read(4) == _PARQUET_MAGIC:
+                return "parquet"
+        with _open_binary(path) as stream:
+            head = stream.readline(4096)
+    except _BROKEN as exc:
+        raise ConfigError(f"cannot read the start of {path}: {_why(exc)}") from None
     if _HFT_LINE_RE.match(head):
         return "hftbacktest"
     if b" <-> " in head or _CRYPTOFEED_LINE_RE.match(head):
@@ -161,12 +185,6 @@ def detect_format(path: str | Path) -> str:
     if b"," in head and b"price" in head and b"qty" in head:
         return "csv"
     raise ConfigError(f"cannot tell the format of {path}; pass fmt= one of {', '.join(FORMATS)}")
-
-
-def shift_trade(trade: Trade, shift_ms: int) -> Trade:
-    """The same trade ``shift_ms`` later (earlier if negative): ``ts_ms`` and ``recv_ms`` move."""
-    recv_ms = None if trade.recv_ms is None else trade.recv_ms + shift_ms
-    return dataclasses.replace(trade, ts_ms=trade.ts_ms + shift_ms, recv_ms=recv_ms)
 
 
 # --------------------------------------------------------------------------- venues and files
@@ -210,12 +228,28 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(line number, line without its end)`` streamed, 1-based, blank lines skipped."""
-    with _open_binary(path) as stream:
-        for number, line in enumerate(stream, start=1):
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                yield number, line
+    """``(line number, line without its end)`` streamed, 1-based, blank lines skipped.
+
+    Raises :class:`ReplayError` when the stream breaks off (a truncated or corrupt gzip)."""
+    number = 0
+    try:
+        with _open_binary(path) as stream:
+            for number, line in enumerate(stream, start=1):
+                line = line.rstrip(b"\r\n")
+                if line.strip():
+                    yield number, line
+    except _BROKEN as exc:
+        raise ReplayError(path, number, _why(exc)) from None
+
+
+#: What a damaged file raises part way: a truncated or corrupt gzip, a failing disk.
+_BROKEN = (EOFError, OSError, zlib.error)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the gzip stream ends early: a truncated download?"
+    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def _counted(path: Path, items: Iterable[ReplayItem]) -> Iterator[ReplayItem]:
@@ -228,28 +262,33 @@ def _counted(path: Path, items: Iterable[ReplayItem]) -> Iterator[ReplayItem]:
     log.info("replayed %s: %d items, %d trades, %d rejected", path, n_items, n_trades, n_rejected)
 
 
-def _dead(reason: str, detail: str, raw: bytes, path: Path, line: int) -> DeadLetter:
-    return DeadLetter(reason, detail, raw, {"file": str(path), "line": line})
+def _dead(
+    reason: str, detail: str, raw: bytes, path: Path, line: int, index: int | None = None
+) -> DeadLetter:
+    source: dict[str, Any] = {"file": str(path), "line": line}
+    if index is not None:  # one item of an array line
+        source["index"] = index
+    return DeadLetter(reason, detail, raw, source)
 
 
 # --------------------------------------------------------------------------- recordings
 
 
-def _read_hftbacktest(path: Path, venue: str) -> Iterator[ReplayItem]:
+def _read_hftbacktest(path: Path, parser: Binance) -> Iterator[ReplayItem]:
     last_ms = 0
     for number, line in _lines(path):
         stamp, _, raw = line.partition(b" ")
-        if not stamp.isdigit() or not raw:
+        if not _DIGITS.fullmatch(stamp) or not raw:
             dead = _dead("bad_timestamp", "line is not '<recv ns> <json>'", line, path, number)
             yield ReplayItem(last_ms, [], [dead])
             continue
-        last_ms = int(stamp) // 1_000_000
-        item = _binance_item(raw, line, venue, last_ms, path, number)
+        last_ms = int(stamp[:19]) // 1_000_000
+        item = _binance_item(raw, line, parser, last_ms, path, number)
         if item is not None:
             yield item
 
 
-def _read_cryptofeed(path: Path, venue: str) -> Iterator[ReplayItem]:
+def _read_cryptofeed(path: Path, parser: Binance) -> Iterator[ReplayItem]:
     last_ms = 0
     for number, line in _lines(path):
         match = _CRYPTOFEED_LINE_RE.match(line)
@@ -261,13 +300,13 @@ def _read_cryptofeed(path: Path, venue: str) -> Iterator[ReplayItem]:
             continue
         whole, frac = match.group(1), match.group(2) or b""
         last_ms = int(whole) * 1000 + int((frac + b"000")[:3])
-        item = _binance_item(line[match.end() :], line, venue, last_ms, path, number)
+        item = _binance_item(line[match.end() :], line, parser, last_ms, path, number)
         if item is not None:
             yield item
 
 
 def _binance_item(
-    raw: bytes, line: bytes, venue: str, recv_ms: int, path: Path, number: int
+    raw: bytes, line: bytes, parser: Binance, recv_ms: int, path: Path, number: int
 ) -> ReplayItem | None:
     prefix = _STREAM_PREFIX_RE.match(raw)
     if prefix is not None:
@@ -275,7 +314,7 @@ def _binance_item(
         if channel not in TRADE_CHANNELS:
             return None  # depth, bookTicker, kline, ...: no trades, not even worth decoding
     try:
-        trades = parse_frame(raw, venue=venue, recv_ms=recv_ms)
+        trades = parser.parse_frame(raw, recv_ms=recv_ms)
     except ParseError as exc:
         return ReplayItem(recv_ms, [], [_dead(exc.reason, exc.detail, line, path, number)])
     return ReplayItem(recv_ms, trades) if trades else None
@@ -288,19 +327,23 @@ def _read_ndjson(path: Path, venue: str | None) -> Iterator[ReplayItem]:
     last_ms = 0
     for number, line in _lines(path):
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield ReplayItem(last_ms, [], [_dead("json", str(exc)[:200], line, path, number)])
+            obj = loads(line)
+        except ParseError as exc:
+            yield ReplayItem(last_ms, [], [_dead(exc.reason, exc.detail, line, path, number)])
             continue
         records = obj if isinstance(obj, list) else [obj]
         trades: list[Trade] = []
         rejected: list[DeadLetter] = []
-        for record in records:
+        if len(records) > MAX_ARRAY_ITEMS:
+            detail = f"{len(records)} items, at most {MAX_ARRAY_ITEMS}"
+            yield ReplayItem(last_ms, [], [_dead("too_large", detail, line, path, number)])
+            continue
+        for index, record in enumerate(records):
             try:
                 trade = _decode_record(_with_venue(record, venue))
             except ParseError as exc:
-                raw = line if len(records) == 1 else orjson.dumps(record)
-                rejected.append(_dead(exc.reason, exc.detail, raw, path, number))
+                where = None if len(records) == 1 else index
+                rejected.append(_dead(exc.reason, exc.detail, line, path, number, where))
                 continue
             if trade is not None:
                 trades.append(trade)
@@ -311,51 +354,62 @@ def _read_ndjson(path: Path, venue: str | None) -> Iterator[ReplayItem]:
 
 def _read_csv(path: Path, venue: str | None) -> Iterator[ReplayItem]:
     last_ms = 0
-    with _open_binary(path) as binary:
-        text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
-        reader = csv.reader(text)
-        header = [name.strip() for name in next(reader, [])]
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):  # a shifted row must not pass as a trade
-                reason = "missing_field" if len(row) < len(header) else "bad_type"
-                detail = f"row has {len(row)} cells, the header {len(header)}"
-                dead = _dead(reason, detail, _csv_line(row), path, reader.line_num)
-                yield ReplayItem(last_ms, [], [dead])
-                continue
-            cells = dict(zip(header, row, strict=True))
-            record: dict[str, Any] = {}
-            for name in _READ_COLUMNS:
-                value = cells.get(name)
-                if value is None or value == "":
+    line = 0
+    try:
+        with _open_binary(path) as binary:
+            text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
+            reader = csv.reader(text)
+            header = [name.strip() for name in next(reader, [])]
+            for row in reader:
+                line = reader.line_num
+                if not any(cell.strip() for cell in row):
                     continue
-                if name in ("v", "ts_ms", "recv_ms") and _INT_RE.match(value.strip()):
-                    record[name] = int(value)
-                else:
-                    record[name] = value
-            item, last_ms = _record_item(record, venue, last_ms, path, reader.line_num, row)
-            if item is not None:
-                yield item
+                if len(row) != len(header):  # a shifted row must not pass as a trade
+                    reason = "missing_field" if len(row) < len(header) else "bad_type"
+                    detail = f"row has {len(row)} cells, the header {len(header)}"
+                    dead = _dead(reason, detail, _csv_line(row), path, line)
+                    yield ReplayItem(last_ms, [], [dead])
+                    continue
+                cells = dict(zip(header, row, strict=True))
+                record: dict[str, Any] = {}
+                for name in _READ_COLUMNS:
+                    value = cells.get(name)
+                    if value is None or value == "":
+                        continue
+                    if name in ("v", "ts_ms", "recv_ms") and _INT_RE.fullmatch(value.strip()):
+                        record[name] = int(value)
+                    else:
+                        record[name] = value
+                item, last_ms = _record_item(record, venue, last_ms, path, line, row)
+                if item is not None:
+                    yield item
+    except (*_BROKEN, csv.Error) as exc:
+        raise ReplayError(path, line, _why(exc)) from None
 
 
 def _read_parquet(path: Path, venue: str | None) -> Iterator[ReplayItem]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     last_ms = 0
-    parquet = pq.ParquetFile(path)
-    columns = [name for name in parquet.schema_arrow.names if name in _READ_COLUMNS]
     row_number = 0
-    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
-        values = {name: _column_values(batch.column(name), name) for name in batch.schema.names}
-        for index in range(batch.num_rows):
-            row_number += 1
-            record = {
-                name: column[index] for name, column in values.items() if column[index] is not None
-            }
-            item, last_ms = _record_item(record, venue, last_ms, path, row_number, None)
-            if item is not None:
-                yield item
+    try:
+        parquet = pq.ParquetFile(path)
+        columns = [name for name in parquet.schema_arrow.names if name in _READ_COLUMNS]
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+            values = {name: _column_values(batch.column(name), name) for name in batch.schema.names}
+            for index in range(batch.num_rows):
+                row_number += 1
+                record = {
+                    name: column[index]
+                    for name, column in values.items()
+                    if column[index] is not None
+                }
+                item, last_ms = _record_item(record, venue, last_ms, path, row_number, None)
+                if item is not None:
+                    yield item
+    except (*_BROKEN, pa.ArrowException) as exc:
+        raise ReplayError(path, row_number, _why(exc)) from None
 
 
 def _record_item(
@@ -390,8 +444,8 @@ def _item_recv_ms(trades: list[Trade], last_ms: int) -> int:
 
 
 def _decode_record(record: Any) -> Trade | None:
-    """:func:`decode_trade` of one record; ``None`` for a heartbeat."""
-    decoded = decode_trade(record)
+    """One record of a trade file (the codec's file form); ``None`` for a heartbeat."""
+    decoded = decode_record(record, from_file=True)
     return None if isinstance(decoded, Heartbeat) else decoded
 
 

@@ -52,7 +52,7 @@ Generation is vectorized with numpy; JSON values are assembled column-wise with 
 (``pl.format``, fraction digits from a lookup table), so :meth:`~SyntheticMarket.encoded` makes
 1.3-1.6 million Kafka-ready ``(key, value, timestamp)`` tuples per second on one core (10 to
 10,000 symbols). :meth:`~SyntheticMarket.batches` builds
-:class:`~candlewax.records.Trade` objects and is slower (one Python object per trade).
+:class:`~candlewax.codec.Trade` objects and is slower (one Python object per trade).
 """
 
 from __future__ import annotations
@@ -64,22 +64,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 import polars as pl
 
-from candlewax.errors import ConfigError
-from candlewax.records import (
+from candlewax.codec import (
     DECIMALS,
     MAX_TS_MS,
     MIN_TS_MS,
-    SCHEMA_VERSION,
     Heartbeat,
     Trade,
     format_scaled,
     message_key,
     normalize_symbol,
-    normalize_venue,
 )
+from candlewax.codec.columns import trade_values
+from candlewax.codec.rules import is_venue
+from candlewax.errors import ConfigError
 
 __all__ = ["DEFAULT_START_MS", "Instrument", "SyntheticMarket"]
 
@@ -100,8 +99,7 @@ _MAX_BURST_MS = 60_000.0
 #: Prices are kept below this many ticks so that float64 holds them exactly.
 _MAX_TICKS = 2.0**52
 
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]+$")
-_VENUE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_SYMBOL_RE = re.compile(r"[A-Z0-9]{1,64}")
 
 # name: (start price, price decimals (tick = 10**-d), lot decimals, annual volatility)
 _KNOWN: dict[str, tuple[float, int, int, float]] = {
@@ -200,9 +198,11 @@ class SyntheticMarket:
         burst_multiplier: float = 8.0,
     ) -> None:
         names = _symbol_names(symbols)
-        venue = normalize_venue(venue)
-        if not _VENUE_RE.match(venue):
-            raise ConfigError(f"synthetic venue {venue!r}: use lower-case letters, digits, .-_")
+        venue = venue.strip().lower() if isinstance(venue, str) else venue
+        if not is_venue(venue):
+            raise ConfigError(
+                f"synthetic venue {venue!r}: 1-32 lower-case letters, digits, '.', '_', '-'"
+            )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"synthetic seed must be a non-negative integer, got {seed!r}")
         if isinstance(start_ms, bool) or not isinstance(start_ms, int):
@@ -260,11 +260,7 @@ class SyntheticMarket:
         self._keys = [message_key(venue, name).encode() for name in names]
         self._key_array = np.empty(n, dtype=object)
         self._key_array[:] = self._keys
-        prefixes = []
-        for name in names:
-            head = orjson.dumps({"v": SCHEMA_VERSION, "venue": venue, "symbol": name, "id": ""})
-            prefixes.append(head[:-2].decode())  # ...,"id":"
-        self._prefix = pl.Series("prefix", prefixes, dtype=pl.String)
+        self._symbol_names = pl.Series("symbol", names, dtype=pl.String)
 
     # ------------------------------------------------------------------ public API
 
@@ -361,7 +357,7 @@ class SyntheticMarket:
 
         Chunks hold ``batch_size`` trades. With ``per_message=1`` each value is exactly
         ``Trade.encode()`` and the timestamp its ``ts_ms``, in event-time order. With
-        ``per_message > 1`` each value is a JSON array (as :func:`~candlewax.records.encode_trades`)
+        ``per_message > 1`` each value is a JSON array (as :func:`~candlewax.codec.encode_trades`)
         of up to ``per_message`` consecutive trades of one symbol from the chunk, stamped with its
         last trade's ``ts_ms``, and messages are ordered by that last trade (as a producer that
         batches per symbol would send them). The trades are the ones :meth:`batches` would give.
@@ -589,19 +585,16 @@ class SyntheticMarket:
         return frame
 
     def _values(self, block: _Block) -> list[bytes]:
-        """``Trade.encode()`` of every trade of the block, built column-wise in one pass."""
-        value = _format(
-            pl.lit(self._prefix.gather(block.sym)),
-            pl.col("id"),
-            '","price":"',
-            *_DECIMAL_COLUMNS["p"],
-            '","qty":"',
-            *_DECIMAL_COLUMNS["q"],
-            '","side":"',
-            pl.when(pl.col("buy")).then(pl.lit("buy")).otherwise(pl.lit("sell")),
-            '","ts_ms":',
-            pl.col("ts"),
-            ',"recv_ms":null}',
+        """``Trade.encode()`` of every trade of the block, column-wise, by the codec's encoder."""
+        value = trade_values(
+            venue=pl.lit(self._venue),
+            symbol=pl.lit(self._symbol_names.gather(block.sym)),
+            id=pl.col("id").cast(pl.String),
+            price=_format(*_DECIMAL_COLUMNS["p"]),
+            qty=_format(*_DECIMAL_COLUMNS["q"]),
+            side=pl.when(pl.col("buy")).then(pl.lit("buy")).otherwise(pl.lit("sell")),
+            ts_ms=pl.col("ts"),
+            recv_ms=pl.lit(None, dtype=pl.Int64),
         )
         frame = self._frame(block)
         return frame.select(value.cast(pl.Binary)).to_series().to_list()
@@ -739,8 +732,10 @@ def _symbol_names(symbols: int | Sequence[str]) -> tuple[str, ...]:
     if not names:
         raise ConfigError("symbols is empty: give a count or at least one name")
     for name in names:
-        if not _SYMBOL_RE.match(name):
-            raise ConfigError(f"symbol {name!r}: use letters and digits only, like BTCUSDT")
+        if not _SYMBOL_RE.fullmatch(name):
+            raise ConfigError(
+                f"symbol {name!r}: 1-64 upper-case letters and digits only, like BTCUSDT"
+            )
     if len(set(names)) != len(names):
         raise ConfigError("symbols contains duplicates (after normalization)")
     return names

@@ -27,6 +27,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from candlewax.codec.columns import trade_messages
 from candlewax.errors import ConfigError
 from candlewax.kafka import consumer_config
 from candlewax.settings import Settings
@@ -210,18 +211,11 @@ class ArchiveSource(FixedPartitionedSource[tuple[str, Batch], int]):
 
     def _batches(self, partition: int) -> Iterator[Batch]:
         rows = self.frame.filter(pl.col("partition") == partition)
-        wire = rows.select(
-            v=pl.lit(1),
-            venue="venue",
-            symbol="symbol",
-            id="id",
-            price=pl.col("price").cast(pl.String),
-            qty=pl.col("qty").cast(pl.String),
-            side="side",
-            ts_ms="ts_ms",
-            recv_ms="recv_ms",
+        values = trade_messages(
+            rows.with_columns(
+                price=pl.col("price").cast(pl.String), qty=pl.col("qty").cast(pl.String)
+            )
         )
-        values = [line.encode() for line in wire.write_ndjson().splitlines()] if rows.height else []
         offsets = rows["offset"].to_list()
         for i in range(0, max(len(values), 1), self.batch_max):
             last = i + self.batch_max >= len(values)

@@ -1,8 +1,8 @@
-"""Pure bar math: decode a batch of ``trades`` messages, aggregate it, merge it into open windows,
-close windows behind the watermark. No Bytewax, no Kafka: everything here is testable alone.
+"""Pure bar math: fold decoded ``trades`` rows into open windows, close windows behind the
+watermark. No Bytewax, no Kafka: everything here is testable alone.
 
 Exactness: prices and quantities are fixed-point integers (units of 1e-8, see
-``records.to_scaled``) held in Polars Int128 columns, so volume, quote volume (Σ price·qty at 1e-16)
+``codec.to_scaled``) held in Polars Int128 columns, so volume, quote volume (Σ price·qty at 1e-16)
 and the taker-buy sums are exact — no float ever touches them.
 
 One function, :func:`merge`, does all aggregation: a trade is a bar of one trade; 1m bars are
@@ -12,49 +12,27 @@ equals the bar built directly from the same trades.
 Order: the open (close) of a bar is the trade with the smallest (largest) event time, ties broken
 by log order — for Binance that is trade-id order, exactly as its klines.
 
-Time: the watermark of a ``trades`` partition is the newest event time seen in it (trades and
-heartbeats) minus ``lateness_ms``. A window ``[start, end)`` closes once ``end <= watermark``. A
-trade is *late* when its window had closed before it arrived; lateness is decided row by row in
-log order, so the same log gives the same bars whatever the batch boundaries or replay speed.
+Time: the watermark of a ``trades`` partition is the newest *plausible* event time seen in it
+(trades and heartbeats, see :class:`EventClock`) minus ``lateness_ms``. A window ``[start, end)``
+closes once ``end <= watermark``. A trade is *late* when its window had closed before it
+arrived; lateness is decided row by row in log order, so the same log gives the same bars
+whatever the batch boundaries or replay speed.
+
+Duplicates: a trade whose (venue, symbol, id) was already counted in an open window is dropped
+(:class:`SeenTrades`); memory is bounded by the trades of the open 1m windows.
+
+The rows come from :func:`candlewax.codec.columns.decode_batch` (schema ``ROW_SCHEMA``).
 """
 
 from __future__ import annotations
 
-import io
-import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
-from candlewax.records import (
-    DECIMALS,
-    INTERVALS,
-    MAX_NOTIONAL,
-    MAX_TS_MS,
-    MIN_TS_MS,
-    SCALE,
-    SCHEMA_VERSION,
-    Heartbeat,
-    Rejected,
-    decode_message,
-    divide_rounded,
-    format_scaled,
-    to_scaled,
-)
-
-#: Columns of a decoded batch, in log order.
-ROW_SCHEMA: dict[str, pl.DataType] = {
-    "hb": pl.Boolean(),
-    "venue": pl.String(),
-    "symbol": pl.String(),
-    "id": pl.String(),
-    "p": pl.Int128(),
-    "q": pl.Int128(),
-    "buy": pl.Boolean(),
-    "ts_ms": pl.Int64(),
-    "recv_ms": pl.Int64(),
-    "off": pl.Int64(),
-}
+from candlewax.codec import INTERVALS, MAX_MINUTE_TRADES
+from candlewax.codec.columns import ROW_SCHEMA, empty_rows
 
 #: Columns of a (partial or closed) bar in the kernel. Amounts are scaled integers:
 #: prices and volumes at 1e-8, quote amounts at 1e-16.
@@ -77,202 +55,256 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
     "buy_quote": pl.Int128(),
 }
 KEYS = ["venue", "symbol", "start_ms"]
+_MINUTE = INTERVALS["1m"]
 
-_JSON_SCHEMA = {
-    "v": pl.Int64,
-    "type": pl.String,
-    "venue": pl.String,
-    "symbol": pl.String,
-    "id": pl.String,
-    "price": pl.String,
-    "qty": pl.String,
-    "side": pl.String,
-    "ts_ms": pl.Int64,
-    "recv_ms": pl.Int64,
-}
-# Canonical forms the fast path accepts without asking records.decode_trade. Anything else (even
-# if valid) sends the whole batch to the exact per-message path.
-_CANON_DECIMAL = r"^[1-9][0-9]{0,13}(\.[0-9]{1,8}0*)?$|^0(\.[0-9]{1,8}0*)?$"
-_CANON_ID = r"^[A-Za-z0-9_-]+$"
-_VENUE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9._:]*[A-Z][A-Z0-9._:]*$")
-
-
-def empty_rows() -> pl.DataFrame:
-    return pl.DataFrame(schema=ROW_SCHEMA)
+__all__ = ["BAR_SCHEMA", "ROW_SCHEMA", "BarState", "EventClock", "SeenTrades", "TimeRules"]
 
 
 def empty_bars() -> pl.DataFrame:
     return pl.DataFrame(schema=BAR_SCHEMA)
 
 
-# --------------------------------------------------------------------------- decoding
+# --------------------------------------------------------------------------- event time
+
+
+@dataclass(frozen=True)
+class TimeRules:
+    """How far event time may plausibly move (docs/reliability.md, "Event time").
+
+    - ``max_skew_ms``: a record's ``ts_ms`` may run at most this far ahead of its own
+      ``recv_ms`` (the local clock of the connector that received it). Checked when present.
+    - ``max_jump_ms`` / ``quorum``: a record more than ``max_jump_ms`` ahead of the partition's
+      event time is held, not used, until records of ``quorum`` distinct messages agree with
+      it (each within ``max_jump_ms`` of the next: a real gap, such as a feed back after an
+      outage); once ``quorum`` later messages carry on at the old time instead, it is
+      implausible. The same holds at the start of a partition, before any time is known.
+    """
+
+    max_skew_ms: int = 60_000
+    max_jump_ms: int = 60_000
+    quorum: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_skew_ms < 0 or self.max_jump_ms < 0 or self.quorum < 1:
+            raise ValueError("max_skew_ms and max_jump_ms must be >= 0, quorum >= 1")
+
+
+#: Pending clusters of held rows kept at once; a new one beyond this drops the oldest.
+_MAX_CLUSTERS = 8
 
 
 @dataclass
-class Decoded:
-    """A batch of messages decoded: valid rows in log order, and what was rejected.
+class _Cluster:
+    """Held rows whose times chain together (each within max_jump_ms of the cluster)."""
 
-    ``rejected`` holds (index of the message in the batch, rejection) pairs.
+    oldest_ms: int
+    newest_ms: int
+    first_off: int
+    rows: list[pl.DataFrame] = field(default_factory=list)
+    offsets: set[int] = field(default_factory=set)
+    #: Messages used (admitted) since this cluster was formed: evidence against it.
+    against: set[int] = field(default_factory=set)
+
+    def fits(self, ts: int, jump: int) -> bool:
+        return self.oldest_ms - jump <= ts <= self.newest_ms + jump
+
+    def add(self, row: pl.DataFrame, ts: int, off: int) -> None:
+        self.rows.append(row)
+        self.offsets.add(off)
+        self.oldest_ms = min(self.oldest_ms, ts)
+        self.newest_ms = max(self.newest_ms, ts)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.rows)
+
+
+@dataclass
+class Implausible:
+    """A row that may not move event time, and why."""
+
+    row: dict[str, Any]
+    detail: str
+
+
+@dataclass
+class EventClock:
+    """The newest plausible event time of one ``trades`` partition, decided from the log alone
+    (never the wall clock), so replays stay deterministic. See :class:`TimeRules`.
+
+    :meth:`admit` takes rows in log order and returns the rows that may be used, in the order
+    they become usable, and the implausible ones. A clean batch costs two vectorized
+    comparisons; only a batch with a held or implausible row is walked row by row.
     """
 
-    rows: pl.DataFrame
-    rejected: list[tuple[int, Rejected]] = field(default_factory=list)
-    fast: bool = True
+    rules: TimeRules = field(default_factory=TimeRules)
+    newest_ms: int | None = None
+    clusters: list[_Cluster] = field(default_factory=list)
 
-
-def _fast_decode(values: list[bytes], offsets: list[int]) -> pl.DataFrame | None:
-    """Vectorized decode of a batch of single-object messages, or None if anything is off.
-
-    One Polars query parses, checks every row is canonical and valid, and converts. Any failure
-    (a parse error, a row count that is not one per message, a cast that does not fit) means
-    "let the exact path decide" — never a rejection of its own.
-    """
-    if not values:
-        return empty_rows()
-    try:
-        buf = b"\n".join(values)
-        if buf[:1] == b"[" or b"\n[" in buf:
-            split = _split_arrays(values, offsets)
-            if split is None:
-                return None
-            buf, offsets = split
-        df = pl.read_ndjson(io.BytesIO(buf), schema=_JSON_SCHEMA)
-        if df.height != len(offsets):  # a message held a newline, several objects, or none
-            return None
-        # Few distinct venues, symbols and sides: check the distinct values, not every row.
-        if not (
-            # Polars renders JSON true/false in string columns as text: leave those to records.
-            _all_match(df["venue"], _VENUE_RE, exclude=("true", "false"))
-            and _all_match(df["symbol"], _SYMBOL_RE)
-            and set(df["side"].drop_nulls().unique().to_list()) <= {"buy", "sell"}
-        ):
-            return None
-        rows = df.with_columns(off=pl.Series(offsets, dtype=pl.Int64)).select(_FAST_ROWS)
-    except Exception:
-        return None
-    if not rows["ok"].all():
-        return None
-    return rows.drop("ok")
-
-
-def _split_arrays(values: list[bytes], offsets: list[int]) -> tuple[bytes, list[int]] | None:
-    """Compact JSON arrays of trades → NDJSON lines, with each line's message offset.
-
-    ``[{..},{..}]`` becomes ``{..}\n{..}``. A ``},{`` inside a string would leave a raw newline
-    in that string — invalid JSON, so the parse fails and the exact path decides.
-    """
-    lines: list[bytes] = []
-    line_offsets: list[int] = []
-    for value, offset in zip(values, offsets, strict=True):
-        if value[:1] != b"[":
-            lines.append(value)
-            line_offsets.append(offset)
-            continue
-        if value[-1:] != b"]":
-            return None
-        inner = value[1:-1]
-        if not inner:
-            continue  # an empty array holds no trades
-        lines.append(inner.replace(b"},{", b"}\n{"))
-        line_offsets.extend([offset] * (inner.count(b"},{") + 1))
-    return b"\n".join(lines), line_offsets
-
-
-def _all_match(column: pl.Series, pattern: re.Pattern[str], exclude: tuple[str, ...] = ()) -> bool:
-    return all(
-        pattern.match(v) and v not in exclude for v in column.drop_nulls().unique().to_list()
-    )
-
-
-def _fast_rows() -> list[pl.Expr]:
-    hb = (pl.col("type") == "heartbeat").fill_null(False)
-    in_range = pl.col("ts_ms").is_between(MIN_TS_MS, MAX_TS_MS, closed="left")
-    venue_ok = pl.col("venue").is_not_null()  # its distinct values are checked in Python
-    trade_ok = (
-        (pl.col("type").is_null() | (pl.col("type") == "trade"))
-        & venue_ok
-        & pl.col("symbol").is_not_null()
-        & pl.col("id").str.contains(_CANON_ID)
-        & ~pl.col("id").is_in(["true", "false"])  # JSON booleans, rendered as text by Polars
-        & pl.col("price").str.contains(_CANON_DECIMAL)
-        & pl.col("qty").str.contains(_CANON_DECIMAL)
-        & in_range
-        & (
-            pl.col("recv_ms").is_null()
-            | pl.col("recv_ms").is_between(MIN_TS_MS, MAX_TS_MS, closed="left")
-        )
-    )
-    ok = (pl.col("v").is_null() | (pl.col("v") == 1)) & ((hb & venue_ok & in_range) | trade_ok)
-
-    def trade_only(name: str) -> pl.Expr:  # heartbeats carry no trade fields, whatever they hold
-        return pl.when(hb).then(None).otherwise(pl.col(name))
-
-    # Canonical strings cast exactly; anything the regexes let through that does not fit raises.
-    p = trade_only("price").cast(pl.Decimal(38, 8)).to_physical()
-    q = trade_only("qty").cast(pl.Decimal(38, 8)).to_physical()
-    # Zero after scaling ("0.00000000") is no price, and near records.MAX_NOTIONAL the exact
-    # path decides: the fast path only accepts what records.decode_trade accepts.
-    limit = MAX_NOTIONAL / 10 * SCALE * SCALE
-    sane = hb | ((p > 0) & (q > 0) & (p.cast(pl.Float64) * q.cast(pl.Float64) < limit))
-    return [
-        (ok & sane).fill_null(False).alias("ok"),
-        hb.alias("hb"),
-        pl.col("venue"),
-        trade_only("symbol").alias("symbol"),
-        trade_only("id").alias("id"),
-        p.cast(pl.Int128).alias("p"),
-        q.cast(pl.Int128).alias("q"),
-        (trade_only("side") == "buy").alias("buy"),
-        pl.col("ts_ms"),
-        trade_only("recv_ms").alias("recv_ms"),
-        pl.col("off"),
-    ]
-
-
-_FAST_ROWS = _fast_rows()
-
-
-def _slow_decode(values: list[bytes], offsets: list[int]) -> Decoded:
-    """Message by message through records.decode_message: the authority on validity."""
-    cols: dict[str, list] = {name: [] for name in ROW_SCHEMA}
-    rejected: list[tuple[int, Rejected]] = []
-    for index, (value, offset) in enumerate(zip(values, offsets, strict=True)):
-        good, bad = decode_message(value)
-        rejected.extend((index, r) for r in bad)
-        for rec in good:
-            row: tuple[object, ...]
-            if isinstance(rec, Heartbeat):
-                row = (True, rec.venue, None, None, None, None, None, rec.ts_ms, None, offset)
-            else:
-                row = (
-                    False,
-                    rec.venue,
-                    rec.symbol,
-                    rec.id,
-                    to_scaled(rec.price),
-                    to_scaled(rec.qty),
-                    None if rec.side is None else rec.side == "buy",
-                    rec.ts_ms,
-                    rec.recv_ms,
-                    offset,
+    def admit(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, list[Implausible]]:
+        if not rows.height:
+            return rows, []
+        bad: list[Implausible] = []
+        skew = self.rules.max_skew_ms
+        ahead = pl.col("recv_ms").is_not_null() & (pl.col("ts_ms") - pl.col("recv_ms") > skew)
+        skewed = rows.select(ahead.fill_null(False)).to_series()
+        if skewed.any():
+            for row in rows.filter(skewed).iter_rows(named=True):
+                bad.append(
+                    Implausible(
+                        row,
+                        (
+                            f"ts_ms {row['ts_ms']} is {row['ts_ms'] - row['recv_ms']} ms after its "
+                            f"recv_ms {row['recv_ms']} (max_clock_skew_ms {skew})"
+                        ),
+                    )
                 )
-            for name, item in zip(ROW_SCHEMA, row, strict=True):
-                cols[name].append(item)
-    return Decoded(pl.DataFrame(cols, schema=ROW_SCHEMA), rejected, fast=False)
+            rows = rows.filter(~skewed)
+            if not rows.height:
+                return rows, bad
+        jump = self.rules.max_jump_ms
+        if self.newest_ms is not None and not self.clusters:
+            ts = rows["ts_ms"]
+            before = (
+                ts.cum_max().shift(1, fill_value=self.newest_ms).clip(lower_bound=self.newest_ms)
+            )
+            if (ts <= before + jump).all():
+                self.newest_ms = max(self.newest_ms, int(ts.max()))  # type: ignore[arg-type]
+                return rows, bad
+        admitted, held_bad = self._walk(rows)
+        return admitted, bad + held_bad
+
+    def flush(self) -> tuple[pl.DataFrame, list[Implausible]]:
+        """End of input. A partition that never reached a quorum is taken as it is (largest
+        cluster first); otherwise what is still held was never corroborated: implausible."""
+        pieces: list[pl.DataFrame] = []
+        bad: list[Implausible] = []
+        while self.clusters and self.newest_ms is None:
+            best = max(self.clusters, key=lambda c: (len(c.offsets), -c.first_off))
+            pieces.append(self._accept(best))
+            pieces.extend(self._release())
+        for cluster in self.clusters:
+            bad.extend(self._reject(cluster, "never corroborated before the end of input"))
+        self.clusters = []
+        return (pl.concat(pieces) if pieces else empty_rows()), bad
+
+    def _walk(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, list[Implausible]]:
+        jump, quorum = self.rules.max_jump_ms, self.rules.quorum
+        pieces: list[pl.DataFrame] = []
+        bad: list[Implausible] = []
+        run: list[int] = []
+        for i, (ts, off) in enumerate(
+            zip(rows["ts_ms"].to_list(), rows["off"].to_list(), strict=True)
+        ):
+            if self.newest_ms is not None and ts <= self.newest_ms + jump:
+                run.append(i)
+                self.newest_ms = max(self.newest_ms, ts)
+                for cluster in list(self.clusters):
+                    if off > cluster.first_off:
+                        cluster.against.add(off)
+                    if len(cluster.against) >= quorum:
+                        self.clusters.remove(cluster)
+                        bad.extend(
+                            self._reject(
+                                cluster, f"{quorum} later messages kept the partition's time"
+                            )
+                        )
+                continue
+            home = next((c for c in self.clusters if c.fits(ts, jump)), None)
+            if home is None:
+                if len(self.clusters) >= _MAX_CLUSTERS:
+                    bad.extend(self._reject(self.clusters.pop(0), "too many times in dispute"))
+                home = _Cluster(ts, ts, off)
+                self.clusters.append(home)
+            home.add(rows.slice(i, 1), ts, off)
+            if len(home.offsets) >= quorum:
+                if run:
+                    pieces.append(rows[run])
+                    run = []
+                pieces.append(self._accept(home))
+                pieces.extend(self._release())
+        if run:
+            pieces.append(rows[run])
+        return (pl.concat(pieces) if pieces else rows.clear()), bad
+
+    def _accept(self, cluster: _Cluster) -> pl.DataFrame:
+        """A corroborated cluster: its time becomes the partition's, its rows usable (in log
+        order); every other held cluster counts its messages as evidence against it."""
+        self.clusters.remove(cluster)
+        frame = cluster.frame()
+        newest = cluster.newest_ms
+        self.newest_ms = newest if self.newest_ms is None else max(self.newest_ms, newest)
+        for other in self.clusters:
+            other.against.update(o for o in cluster.offsets if o > other.first_off)
+        return frame
+
+    def _release(self) -> list[pl.DataFrame]:
+        """Held rows that are no longer ahead of the partition's time: usable now."""
+        assert self.newest_ms is not None
+        limit = self.newest_ms + self.rules.max_jump_ms
+        out = []
+        for cluster in list(self.clusters):
+            if cluster.newest_ms <= limit:
+                self.clusters.remove(cluster)
+                out.append(cluster.frame())
+        return out
+
+    def _reject(self, cluster: _Cluster, why: str) -> list[Implausible]:
+        now = "unknown" if self.newest_ms is None else str(self.newest_ms)
+        return [
+            Implausible(
+                row,
+                (
+                    f"ts_ms {row['ts_ms']} is more than max_time_jump_ms {self.rules.max_jump_ms} "
+                    f"ahead of the partition's event time {now}; {why}"
+                ),
+            )
+            for row in cluster.frame().iter_rows(named=True)
+        ]
 
 
-def decode_batch(values: list[bytes], offsets: list[int] | None = None) -> Decoded:
-    """Decode Kafka message values (JSON objects or arrays of them) into kernel rows.
+# --------------------------------------------------------------------------- duplicates
 
-    ``offsets`` (default 0..n-1) are the messages' Kafka offsets, kept per row as ``off``.
+
+@dataclass
+class SeenTrades:
+    """(venue, symbol, id) of the trades counted in open 1m windows.
+
+    A trade already counted is dropped, however its copy arrived (a producer retried, a
+    connector republished, a topic was replayed into itself). Keys are kept exactly (no hash, so
+    no collision and nothing that depends on the process): about 100 bytes per trade of the
+    open windows, released when a window closes.
     """
-    if offsets is None:
-        offsets = list(range(len(values)))
-    rows = _fast_decode(values, offsets)
-    if rows is not None:
-        return Decoded(rows)
-    return _slow_decode(values, offsets)
+
+    keys: set[str] = field(default_factory=set)
+    by_window: dict[int, list[str]] = field(default_factory=dict)
+
+    def drop_counted(self, trades: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """``trades`` (on time, log order) → (first copies, duplicates)."""
+        if not trades.height:
+            return trades, trades
+        key = pl.concat_str(["venue", "symbol", "id"], separator="\x1f")
+        keys = trades.select(key).to_series()
+        listed = keys.to_list()
+        fresh = keys.is_first_distinct()
+        if not self.keys.isdisjoint(listed):
+            fresh = fresh & ~keys.is_in(list(self.keys.intersection(listed)))
+        starts = trades["ts_ms"] - trades["ts_ms"] % _MINUTE
+        first, last = int(starts.min()), int(starts.max())  # type: ignore[arg-type]
+        if first == last:
+            self.by_window.setdefault(first, []).extend(listed)
+        else:
+            frame = pl.DataFrame({"k": keys, "s": starts})
+            for (start,), part in frame.group_by("s"):
+                self.by_window.setdefault(int(start), []).extend(part["k"].to_list())
+        self.keys.update(listed)
+        if fresh.all():
+            return trades, trades.clear()
+        return trades.filter(fresh), trades.filter(~fresh)
+
+    def release(self, below_ms: int | None) -> None:
+        """Forget the windows that start before ``below_ms`` (all of them for None)."""
+        for start in [s for s in self.by_window if below_ms is None or s < below_ms]:
+            self.keys.difference_update(self.by_window.pop(start))
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -370,35 +402,47 @@ def combine(state: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass
 class StepResult:
-    """What one batch produced: closed bars per interval, and the late trades (as row frames)."""
+    """What one batch produced: closed bars per interval, and what was not counted."""
 
     closed: dict[str, pl.DataFrame]
     late: pl.DataFrame
     trades: int
-    #: The trade rows that counted (not late), in log order: what the detectors see.
+    #: The trade rows that counted (on time, first copies), in log order: what the detectors see.
     on_time: pl.DataFrame = field(default_factory=lambda: empty_rows())
+    #: Rows (trades or heartbeats) that may not move event time (dead letters).
+    implausible: list[Implausible] = field(default_factory=list)
+    #: Trades already counted (dropped; only counted in metrics).
+    duplicates: pl.DataFrame = field(default_factory=lambda: empty_rows())
+    #: Trades beyond MAX_MINUTE_TRADES in their symbol's minute (dead letters).
+    too_many: pl.DataFrame = field(default_factory=lambda: empty_rows())
 
 
 @dataclass
 class BarState:
-    """Open windows of one ``trades`` partition, per interval, and its event-time high mark.
+    """Open windows of one ``trades`` partition, per interval, its event clock and the trades
+    counted in its open 1m windows.
 
-    Memory is bounded by symbols × open windows: trades are folded into partial bars as they
-    come, never kept.
+    Memory is bounded by symbols × open windows (and the ids of the open 1m windows' trades):
+    trades are folded into partial bars as they come, never kept.
     """
 
     intervals: tuple[str, ...] = tuple(INTERVALS)
     lateness_ms: int = 2_000
-    max_ts_ms: int | None = None
+    time_rules: TimeRules = field(default_factory=TimeRules)
     open: dict[str, pl.DataFrame] = field(default_factory=dict)
     #: Earliest end of any open window: nothing can close before the watermark reaches it.
     next_due_ms: int | None = None
+    clock: EventClock = field(init=False)
+    seen: SeenTrades = field(default_factory=SeenTrades)
+    #: Newest event time the windows have seen (trades and heartbeats, in log order).
+    max_ts_ms: int | None = None
 
     def __post_init__(self) -> None:
         # 1m first: rollups are fed by the 1m bars that close in the same step.
         self.intervals = tuple(sorted(self.intervals, key=INTERVALS.__getitem__))
         for name in self.intervals:
             self.open.setdefault(name, empty_bars())
+        self.clock = EventClock(self.time_rules)
 
     @property
     def watermark_ms(self) -> int | None:
@@ -406,35 +450,73 @@ class BarState:
 
     def step(self, rows: pl.DataFrame) -> StepResult:
         """Fold one decoded batch (log order) in; close what the watermark has passed."""
-        minute = INTERVALS["1m"]
+        admitted, implausible = self.clock.admit(rows)
+        result = self._fold(admitted)
+        result.implausible = implausible
+        return result
+
+    def flush(self) -> StepResult:
+        """End of input: use or reject what the clock still holds, then close every window."""
+        admitted, implausible = self.clock.flush()
+        result = self._fold(admitted)
+        closed = self._close(None)
+        result.closed = {
+            k: pl.concat([result.closed[k], v]) if k in result.closed else v
+            for k, v in closed.items()
+        }
+        result.implausible = implausible
+        return result
+
+    def _fold(self, rows: pl.DataFrame) -> StepResult:
         prev = self.max_ts_ms if self.max_ts_ms is not None else -(2**62)
+        duplicates = too_many = empty_rows()
         if rows.height:
             # Newest event time seen *before* each row, in log order (trades and heartbeats).
             seen_before = rows["ts_ms"].cum_max().shift(1, fill_value=prev).clip(lower_bound=prev)
             rows = rows.with_columns(seen_before=seen_before)
             trades = rows.filter(~pl.col("hb"))
-            end = pl.col("ts_ms") - pl.col("ts_ms") % minute + minute
+            end = pl.col("ts_ms") - pl.col("ts_ms") % _MINUTE + _MINUTE
             is_late = end + self.lateness_ms <= pl.col("seen_before")
             late = trades.filter(is_late).drop("seen_before")
-            on_time = trades.filter(~is_late)
+            on_time, duplicates = self.seen.drop_counted(
+                trades.filter(~is_late).drop("seen_before")
+            )
+            on_time, too_many = self._within_cap(on_time)
             batch_max = int(rows["ts_ms"].max())  # type: ignore[arg-type]
             self.max_ts_ms = max(prev, batch_max) if self.max_ts_ms is not None else batch_max
             if on_time.height:
-                fresh = merge(trades_as_bars(on_time, minute))
+                fresh = merge(trades_as_bars(on_time, _MINUTE))
                 self.open["1m"] = combine(self.open["1m"], fresh)
-                first_end = int(fresh["start_ms"].min()) + minute  # type: ignore[arg-type]
+                first_end = int(fresh["start_ms"].min()) + _MINUTE  # type: ignore[arg-type]
                 if self.next_due_ms is None or first_end < self.next_due_ms:
                     self.next_due_ms = first_end
         else:
             late, on_time = empty_rows(), empty_rows()
         watermark = self.watermark_ms
-        if self.next_due_ms is None or watermark is None or watermark < self.next_due_ms:
-            return StepResult({}, late, on_time.height, on_time)
-        return StepResult(self._close(watermark), late, on_time.height, on_time)
+        closed: dict[str, pl.DataFrame] = {}
+        if self.next_due_ms is not None and watermark is not None and watermark >= self.next_due_ms:
+            closed = self._close(watermark)
+        return StepResult(
+            closed, late, on_time.height, on_time, duplicates=duplicates, too_many=too_many
+        )
 
-    def flush(self) -> dict[str, pl.DataFrame]:
-        """End of input: close every open window."""
-        return self._close(None)
+    def _within_cap(self, trades: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split off the trades beyond MAX_MINUTE_TRADES in their (venue, symbol) minute: what
+        keeps every sum inside Int128 and the Parquet decimals (see codec.rules). Costs one
+        comparison unless a bar comes near the cap."""
+        open_1m = self.open["1m"]
+        most = int(open_1m["trades"].max() or 0) if open_1m.height else 0  # type: ignore[arg-type]
+        if most + trades.height <= MAX_MINUTE_TRADES:
+            return trades, trades.clear()
+        counted = (
+            trades.with_columns(start_ms=pl.col("ts_ms") - pl.col("ts_ms") % _MINUTE)
+            .join(open_1m.select(*KEYS, "trades"), on=KEYS, how="left", maintain_order="left")
+            .with_columns(
+                n=pl.col("trades").fill_null(0) + pl.int_range(1, pl.len() + 1).over(KEYS)
+            )
+        )
+        keep = counted["n"] <= MAX_MINUTE_TRADES
+        return trades.filter(keep), trades.filter(~keep)
 
     def _close(self, watermark_ms: int | None) -> dict[str, pl.DataFrame]:
         closed: dict[str, pl.DataFrame] = {}
@@ -449,6 +531,8 @@ class BarState:
                 done, frame = frame.filter(due), frame.filter(~due)
             self.open[name] = frame
             closed[name] = done.sort(KEYS)
+        # A 1m window that closed can take no more trades: its ids are not needed any longer.
+        self.seen.release(None if watermark_ms is None else watermark_ms - _MINUTE + 1)
         ends = [
             int(frame["start_ms"].min()) + INTERVALS[name]  # type: ignore[arg-type]
             for name, frame in self.open.items()
@@ -459,87 +543,3 @@ class BarState:
 
     def open_windows(self) -> dict[str, int]:
         return {name: frame.height for name, frame in self.open.items()}
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _decimal_text(units: pl.Expr, scale: int) -> pl.Expr:
-    """Non-negative scaled integers → exact decimal strings with at least 8 decimals (like
-    records.format_scaled): whole and fraction by integer division, so nothing is rounded;
-    trailing zeros beyond the 8th decimal are dropped."""
-    base = 10**scale
-    whole = (units // base).cast(pl.String)
-    frac = (units % base).cast(pl.String).str.zfill(scale)
-    if scale > DECIMALS:
-        frac = frac.str.replace(r"^([0-9]{8}[0-9]*?)0*$", "${1}")
-    return pl.concat_str([whole, pl.lit("."), frac])
-
-
-def _vwap_units(quote: pl.Expr, volume: pl.Expr) -> pl.Expr:
-    """quote (1e-16) / volume (1e-8) → price units (1e-8), rounded half-even, integers only."""
-    q = quote // volume
-    r = quote % volume
-    up = (2 * r > volume) | ((2 * r == volume) & (q % 2 == 1))
-    return q + up.cast(pl.Int128)
-
-
-def bar_frame(bars: pl.DataFrame, interval: str) -> pl.DataFrame:
-    """Closed kernel bars → the wire format (records.BAR_FIELDS) as a frame of exact strings."""
-    length = INTERVALS[interval]
-    return bars.select(
-        v=pl.lit(SCHEMA_VERSION, dtype=pl.Int64),
-        venue="venue",
-        symbol="symbol",
-        interval=pl.lit(interval),
-        start_ms="start_ms",
-        end_ms=pl.col("start_ms") + length,
-        open=_decimal_text(pl.col("open"), DECIMALS),
-        high=_decimal_text(pl.col("high"), DECIMALS),
-        low=_decimal_text(pl.col("low"), DECIMALS),
-        close=_decimal_text(pl.col("close"), DECIMALS),
-        volume=_decimal_text(pl.col("volume"), DECIMALS),
-        quote_volume=_decimal_text(pl.col("quote"), 2 * DECIMALS),
-        vwap=_decimal_text(_vwap_units(pl.col("quote"), pl.col("volume")), DECIMALS),
-        trades="trades",
-        buy_volume=_decimal_text(pl.col("buy_volume"), DECIMALS),
-        buy_quote_volume=_decimal_text(pl.col("buy_quote"), 2 * DECIMALS),
-        first_id="open_id",
-        last_id="close_id",
-    )
-
-
-def to_records(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
-    """Closed kernel bars → wire-format Bar dicts (records.BAR_FIELDS), exact decimal strings."""
-    return bar_frame(bars, interval).to_dicts()
-
-
-def _records_slow(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
-    """The same with Python integers, one bar at a time: the reference the tests compare to."""
-    length = INTERVALS[interval]
-    out: list[dict[str, object]] = []
-    for row in bars.iter_rows(named=True):
-        volume, quote = row["volume"], row["quote"]
-        out.append(
-            {
-                "v": SCHEMA_VERSION,
-                "venue": row["venue"],
-                "symbol": row["symbol"],
-                "interval": interval,
-                "start_ms": row["start_ms"],
-                "end_ms": row["start_ms"] + length,
-                "open": format_scaled(row["open"]),
-                "high": format_scaled(row["high"]),
-                "low": format_scaled(row["low"]),
-                "close": format_scaled(row["close"]),
-                "volume": format_scaled(volume),
-                "quote_volume": format_scaled(quote, 2 * DECIMALS),
-                "vwap": format_scaled(divide_rounded(quote, volume)),
-                "trades": row["trades"],
-                "buy_volume": format_scaled(row["buy_volume"]),
-                "buy_quote_volume": format_scaled(row["buy_quote"], 2 * DECIMALS),
-                "first_id": row["open_id"],
-                "last_id": row["close_id"],
-            }
-        )
-    return out

@@ -32,16 +32,30 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from candlewax import metrics
 from candlewax.broker import wait_for_broker
+from candlewax.codec import (
+    INTERVALS,
+    MAX_MINUTE_TRADES,
+    DeadLetter,
+    Heartbeat,
+    Trade,
+    format_scaled,
+)
+from candlewax.codec.columns import bar_columns, bar_values, decode_batch
 from candlewax.errors import BrokerError
 from candlewax.kafka import consumer_config
 from candlewax.logs import setup_logging
-from candlewax.records import INTERVALS, DeadLetter, Trade, format_scaled
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
-from flows.barmath import BarState, bar_frame, decode_batch
+from flows.barmath import BarState, StepResult, TimeRules
 from flows.volatility import AlertRules, VolatilityState
 from sinks.kafka import KafkaOutput, KafkaRecord
-from sinks.parquet import remove_stale_temp, write_bar_window, write_trade_block
+from sinks.parquet import (
+    UnsafePath,
+    check_writable,
+    remove_stale_temp,
+    write_bar_window,
+    write_trade_block,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +250,9 @@ class BarStep:
         self.symbols = symbols
         self.intervals = settings.intervals
         self.lateness_ms = settings.lateness_ms
+        self.time_rules = TimeRules(
+            settings.max_clock_skew_ms, settings.max_time_jump_ms, settings.time_jump_quorum
+        )
         self.archive = settings.archive_trades
         self.trades_topic = settings.topic(TRADES)
         self.bars_topic = settings.topic(BARS)
@@ -249,41 +266,34 @@ class BarStep:
     ) -> tuple[PartitionState, StepOutput]:
         if state is None:
             state = PartitionState(
-                BarState(self.intervals, self.lateness_ms), VolatilityState(self.rules)
+                BarState(self.intervals, self.lateness_ms, self.time_rules),
+                VolatilityState(self.rules),
             )
         if batch.offsets:
             state.last_offset = batch.offsets[-1]
         out = StepOutput()
-        decoded = decode_batch(batch.values, batch.offsets)
+        decoded = decode_batch(batch.values, batch.offsets)  # type: ignore[arg-type]
         for index, rejected in decoded.rejected:
             metrics.PARSE_ERRORS.labels("flow", rejected.reason).inc()
-            self._dead(
-                out, batch, rejected.reason, rejected.detail, rejected.raw, batch.offsets[index]
-            )
+            raw = batch.values[index] or b""
+            self._dead(out, batch, rejected.reason, rejected.detail, raw, batch.offsets[index],
+                       rejected.index)  # fmt: skip
         rows = decoded.rows
         if self.between_ms is not None or self.symbols is not None:
             rows = rows.filter(self._selected())
-        result = state.bars.step(rows)
-        late_by_venue: dict[str, int] = {}
-        for row in result.late.iter_rows(named=True):
-            late_by_venue[row["venue"]] = late_by_venue.get(row["venue"], 0) + 1
-            metrics.LATE_TRADES.labels(row["venue"]).inc()
-            self._dead(
-                out, batch, "late", _late_detail(row, state.bars), _row_json(row), row["off"]
-            )
-        if result.trades:
-            for venue, count in _venue_counts(rows):
-                aggregated = count - late_by_venue.get(venue, 0)
-                if aggregated:
-                    metrics.TRADES_IN.labels(venue).inc(aggregated)
-        closed = result.closed
+        results = [state.bars.step(rows)]
         if batch.final:
-            flushed = state.bars.flush()
-            closed = {
-                k: pl.concat([closed[k], v]) if k in closed else v for k, v in flushed.items()
-            }
+            results.append(state.bars.flush())
+        closed: dict[str, pl.DataFrame] = {}
+        alerts = []
+        for result in results:
+            self._account(out, batch, state, result)
+            for interval, frame in result.closed.items():
+                closed[interval] = (
+                    pl.concat([closed[interval], frame]) if interval in closed else frame
+                )
+            alerts += state.vol.on_trades(result.on_time) + state.vol.on_closed(result.closed)
         self._emit_bars(out, batch.partition, closed)
-        alerts = state.vol.on_trades(result.on_time) + state.vol.on_closed(closed)
         state.vol.expire(None if batch.final else state.bars.watermark_ms)
         now_ms = time.time() * 1000
         for alert in alerts:
@@ -293,13 +303,38 @@ class BarStep:
                 metrics.LAST_ALERT.labels(alert.venue, alert.symbol, alert.rule).set(
                     alert.ts_ms / 1000
                 )
-            key = f"{alert.venue}:{alert.symbol}".encode()
-            out.records.append(KafkaRecord(self.alerts_topic, key, alert.encode(), alert.ts_ms))
+            out.records.append(
+                KafkaRecord(self.alerts_topic, alert.key.encode(), alert.encode(), alert.ts_ms)
+            )
         if self.archive:
             self._archive(state, out, batch, decoded.rows)
         if state.bars.watermark_ms is not None:
             metrics.WATERMARK.labels(str(batch.partition)).set(state.bars.watermark_ms / 1000)
+        for interval, count in state.bars.open_windows().items():
+            metrics.OPEN_WINDOWS.labels(str(batch.partition), interval).set(count)
         return state, out
+
+    def _account(
+        self, out: StepOutput, batch: Batch, state: PartitionState, result: StepResult
+    ) -> None:
+        """Dead letters and counts for what a kernel step did not aggregate."""
+        for row in result.late.iter_rows(named=True):
+            metrics.LATE_TRADES.labels(row["venue"]).inc()
+            self._dead(
+                out, batch, "late", _late_detail(row, state.bars), _row_json(row), row["off"]
+            )
+        for held in result.implausible:
+            metrics.PARSE_ERRORS.labels("flow", "implausible_time").inc()
+            self._dead(out, batch, "implausible_time", held.detail, _row_json(held.row),
+                       held.row["off"])  # fmt: skip
+        for row in result.too_many.iter_rows(named=True):
+            metrics.PARSE_ERRORS.labels("flow", "too_large").inc()
+            detail = f"its 1m bar already holds {MAX_MINUTE_TRADES} trades (the most one takes)"
+            self._dead(out, batch, "too_large", detail, _row_json(row), row["off"])
+        for venue, count in _venue_counts(result.duplicates):
+            metrics.FLOW_DUPLICATES.labels(venue).inc(count)
+        for venue, count in _venue_counts(result.on_time):
+            metrics.TRADES_IN.labels(venue).inc(count)
 
     def _selected(self) -> pl.Expr:
         """Heartbeats (they move the watermark), and trades in the backtest's range/symbols."""
@@ -311,9 +346,22 @@ class BarStep:
         return pl.col("hb") | keep
 
     def _dead(
-        self, out: StepOutput, batch: Batch, reason: str, detail: str, raw: bytes, offset: int
+        self,
+        out: StepOutput,
+        batch: Batch,
+        reason: str,
+        detail: str,
+        raw: bytes,
+        offset: int,
+        index: int | None = None,
     ) -> None:
-        source = {"topic": self.trades_topic, "partition": batch.partition, "offset": offset}
+        source: dict[str, Any] = {
+            "topic": self.trades_topic,
+            "partition": batch.partition,
+            "offset": offset,
+        }
+        if index is not None:  # one item of an array message
+            source["index"] = index
         letter = DeadLetter(reason, detail, raw, source)
         out.records.append(KafkaRecord(self.deadletter_topic, None, letter.encode()))
 
@@ -322,10 +370,10 @@ class BarStep:
         for interval, kernel_bars in closed.items():
             if not kernel_bars.height:
                 continue
-            frame = bar_frame(kernel_bars, interval)
+            frame = bar_columns(kernel_bars, interval)
             metrics.BARS_EMITTED.labels(interval).inc(frame.height)
             self._market_gauges(frame, interval)
-            values = frame.write_ndjson().encode().splitlines()
+            values = bar_values(frame)
             keys = frame.select(pl.concat_str("venue", pl.lit(":"), "symbol"))[:, 0].to_list()
             for key, value, end_ms in zip(keys, values, frame["end_ms"].to_list(), strict=True):
                 out.records.append(KafkaRecord(self.bars_topic, key.encode(), value, end_ms - 1))
@@ -374,12 +422,17 @@ class BarStep:
 
 
 def _venue_counts(rows: pl.DataFrame) -> list[tuple[str, int]]:
+    if not rows.height:
+        return []
     counts = rows.filter(~pl.col("hb")).group_by("venue").len()
     return list(counts.iter_rows())
 
 
 def _row_json(row: dict[str, Any]) -> bytes:
-    """A kernel row back in the trades wire format (for the dead letter of a late trade)."""
+    """A kernel row back in the trades wire format (for the dead letter of a late trade or of
+    an implausible trade or heartbeat)."""
+    if row["hb"]:
+        return Heartbeat(row["venue"], row["ts_ms"]).encode()
     side = None if row["buy"] is None else ("buy" if row["buy"] else "sell")
     price, qty = format_scaled(row["p"]), format_scaled(row["q"])
     trade = Trade(
@@ -405,14 +458,18 @@ class _ParquetPartition(StatelessSinkPartition[BarWindowFile | TradeBlockFile]):
 
     def write_batch(self, items: list[BarWindowFile | TradeBlockFile]) -> None:
         for item in items:
-            if isinstance(item, BarWindowFile):
-                write_bar_window(
-                    self.data_dir, item.interval, item.partition, item.start_ms, item.bars
-                )
-            else:
-                write_trade_block(
-                    self.data_dir, item.partition, item.block_start, item.last_offset, item.rows
-                )
+            try:
+                if isinstance(item, BarWindowFile):
+                    write_bar_window(
+                        self.data_dir, item.interval, item.partition, item.start_ms, item.bars
+                    )
+                else:
+                    write_trade_block(
+                        self.data_dir, item.partition, item.block_start, item.last_offset, item.rows
+                    )
+            except UnsafePath as exc:  # the codec keeps such names out; this is the backstop
+                metrics.PARQUET_REFUSED.inc()
+                log.error("refused to write a Parquet file: %s", exc)
 
 
 class ParquetOutput(DynamicSink[BarWindowFile | TradeBlockFile]):
@@ -443,7 +500,8 @@ def build_flow(
     op.output(
         "kafka_out",
         records,
-        records_sink or KafkaOutput(settings.bootstrap_servers, settings.kafka),
+        records_sink
+        or KafkaOutput(settings.bootstrap_servers, settings.kafka, settings.topic(DEADLETTER)),
     )
     files = op.flat_map("files", outputs, lambda o: o.files)
     op.output("parquet_out", files, ParquetOutput(settings))
@@ -457,6 +515,7 @@ def build() -> Dataflow:
     settings = Settings.load(os.environ.get("CANDLEWAX_CONFIG") or None)
     if not settings.bootstrap_servers:
         raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")
+    check_writable(settings.data_dir)  # before anything is consumed, not at the first write
     wait_for_broker(settings.bootstrap_servers)
     metrics.serve(settings.metrics_host, settings.metrics_port)
     return build_flow(settings)

@@ -11,7 +11,7 @@
 Thresholds come per interval with per-symbol overrides (:class:`AlertRules`). After an alert, the
 same (rule, venue, symbol) stays silent for ``cooldown_ms`` of event time. Everything depends only
 on the log (event times and order), so a replay at any speed gives the same alerts, whose ids are
-deterministic (``records.alert_id``).
+deterministic (``codec.alert_id``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from candlewax.codec import INTERVALS, Alert, alert_id, format_ratio, format_scaled
 from candlewax.errors import ConfigError
-from candlewax.records import INTERVALS, Alert, alert_id, format_scaled
 
 RULES = ("range", "move", "zscore")
 
@@ -330,8 +330,8 @@ class VolatilityState:
             interval=interval,
             window_start_ms=start,
             ts_ms=ts_ms,
-            value=f"{value:.6g}",
-            threshold=f"{threshold:g}",
+            value=format_ratio(value),
+            threshold=format_ratio(threshold),
             price=price,
             severity=severity,
             text=text,

@@ -10,6 +10,13 @@ offset block) — and every write goes temp file → fsync → ``os.replace`` �
 so a crash never leaves a partial file visible and re-running the same input rewrites the same
 files with the same rows instead of adding duplicates.
 
+**Paths are safe by construction.** The only value from the data in a path is the venue, which
+the codec restricts to ``[a-z0-9._-]`` (1-32, starting with a letter or digit), so
+``venue=<v>`` names one directory per venue and nothing else. The sink checks again anyway
+(:func:`safe_path`): every component built from data must be a single, plain file name, and the
+resolved path must lie under ``DATA_DIR`` — a path that fails is never written
+(:class:`UnsafePath`).
+
 Decimal columns are exact: prices, volumes and VWAP are DECIMAL(38,8), quote amounts
 DECIMAL(38,16) (Σ price·qty keeps all its digits).
 """
@@ -25,32 +32,68 @@ from pathlib import Path
 import polars as pl
 
 from candlewax import metrics
+from candlewax.codec import BAR_FIELDS, DECIMALS
+from candlewax.codec.records import BAR_PRICES, BAR_QUOTES, BAR_VOLUMES, QUOTE_DECIMALS
+from candlewax.errors import CandlewaxError
 
 log = logging.getLogger(__name__)
 
-PRICE = pl.Decimal(38, 8)
-QUOTE = pl.Decimal(38, 16)
+PRICE = pl.Decimal(38, DECIMALS)
+QUOTE = pl.Decimal(38, QUOTE_DECIMALS)
 
+
+def _bar_type(name: str) -> pl.DataType:
+    if name in BAR_PRICES or name in BAR_VOLUMES:
+        return PRICE
+    if name in BAR_QUOTES:
+        return QUOTE
+    return pl.Int64() if name in ("start_ms", "end_ms", "trades") else pl.String()
+
+
+#: The codec's bar fields (without ``v``) with exact DECIMAL columns.
 BAR_PARQUET_SCHEMA: dict[str, pl.DataType] = {
-    "venue": pl.String(),
-    "symbol": pl.String(),
-    "interval": pl.String(),
-    "start_ms": pl.Int64(),
-    "end_ms": pl.Int64(),
-    "open": PRICE,
-    "high": PRICE,
-    "low": PRICE,
-    "close": PRICE,
-    "volume": PRICE,
-    "quote_volume": QUOTE,
-    "vwap": PRICE,
-    "trades": pl.Int64(),
-    "buy_volume": PRICE,
-    "buy_quote_volume": QUOTE,
-    "first_id": pl.String(),
-    "last_id": pl.String(),
+    name: _bar_type(name) for name in BAR_FIELDS if name != "v"
 }
 _DECIMAL_COLUMNS = [k for k, v in BAR_PARQUET_SCHEMA.items() if isinstance(v, pl.Decimal)]
+
+
+class UnsafePath(CandlewaxError):
+    """A path built from data would not be a plain file under DATA_DIR."""
+
+
+def _component(value: str) -> str:
+    """One path component from data: a plain name, never a separator, ``.``/``..`` or NUL."""
+    if (
+        not value
+        or value in (".", "..")
+        or any(c in value for c in ("/", "\\", "\x00"))
+        or len(value.encode()) > 200
+    ):
+        raise UnsafePath(f"{value[:60]!r} cannot be a file name")
+    return value
+
+
+def safe_path(root: Path, *parts: str) -> Path:
+    """``root/part/...`` when every part is a plain name and the result resolves under root."""
+    path = root.joinpath(*(_component(p) for p in parts))
+    real_root = root.resolve()
+    if not path.resolve().is_relative_to(real_root):
+        raise UnsafePath(f"{path} resolves outside {real_root}")
+    return path
+
+
+def check_writable(data_dir: Path) -> None:
+    """Fail at start, before anything is consumed, if Parquet cannot be written under data_dir."""
+    probe = data_dir / f".candlewax-write-test.{os.getpid()}"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CandlewaxError(
+            f"data dir {data_dir} is not writable ({exc.strerror or exc}): choose another with "
+            "--data-dir or CANDLEWAX_DATA_DIR, or fix its permissions"
+        ) from None
 
 
 def utc_date(ts_ms: int) -> str:
@@ -114,12 +157,12 @@ def bars_frame(bars: pl.DataFrame | Sequence[dict[str, object]]) -> pl.DataFrame
 
 
 def bar_path(data_dir: Path, interval: str, partition: int, start_ms: int) -> Path:
-    return (
-        data_dir
-        / "bars"
-        / f"interval={interval}"
-        / f"date={utc_date(start_ms)}"
-        / f"part-{partition:03d}-{start_ms}.parquet"
+    return safe_path(
+        data_dir,
+        "bars",
+        f"interval={interval}",
+        f"date={utc_date(start_ms)}",
+        f"part-{partition:03d}-{start_ms}.parquet",
     )
 
 
@@ -190,7 +233,7 @@ def write_trade_block(
     )
     written: list[Path] = []
     for (venue, date), part in frame.group_by(["venue", "_date"], maintain_order=True):
-        path = root / f"venue={venue}" / f"date={date}" / name
+        path = safe_path(data_dir, "trades", f"venue={venue}", f"date={date}", name)
         write_atomic(part.drop("_date").sort("offset"), path)
         written.append(path)
         metrics.PARQUET_ROWS.labels("trades").inc(part.height)

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from candlewax.records import INTERVALS
+from candlewax.codec import INTERVALS
 
 #: Candles drawn per chart at most (the latest ones; the page says so when it cuts).
 MAX_CANDLES = 240

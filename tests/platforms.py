@@ -464,14 +464,15 @@ def sample_alerts(
     start_ms: int = 1_723_161_480_000,
 ) -> list[Any]:
     """``n`` distinct, valid alerts: rules, intervals, severities and symbols in rotation."""
-    from candlewax.records import Alert, alert_id
+    from candlewax.codec import INTERVALS, Alert, alert_id
 
     rules = (("range", "1m", "0.002"), ("move", "5m", "0.01"), ("zscore", "1m", "6"))
     out = []
     for i in range(n):
         rule, interval, threshold = rules[i % 3]
         symbol = symbols[i % len(symbols)]
-        window = start_ms + 60_000 * (i // (3 * len(symbols)) + i)
+        # Each alert its own window (an alert is named by its window), aligned to its interval.
+        window = start_ms - start_ms % 3_600_000 + INTERVALS[interval] * (i + 1)
         value = str(float(threshold) * (1.2 if i % 4 else 2.5))
         out.append(
             Alert(

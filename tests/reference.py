@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from candlewax.records import INTERVALS, Trade
+from candlewax.codec import INTERVALS, Trade
 
 
 def reference_bars(trades: Iterable[Trade], interval: str) -> list[dict[str, object]]:

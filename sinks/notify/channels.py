@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
-from candlewax.records import Alert
+from candlewax.codec import Alert
 from sinks.notify import text
 from sinks.notify.ratelimit import RateLimiter
 

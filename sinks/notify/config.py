@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from candlewax.codec import INTERVALS, SEVERITIES, Alert
 from candlewax.errors import ConfigError
-from candlewax.records import INTERVALS, Alert
+from candlewax.logs import SECRETS
+from candlewax.settings import env_secret
 from sinks.notify.channels import (
     Console,
     ConsoleSink,
@@ -38,7 +40,6 @@ TELEGRAM_BOT_RATES = ("30/1s",)
 WECOM_RATES = ("20/60s",)
 WEBHOOK_RATES = ("10/1s",)
 
-SEVERITIES = ("warning", "critical")
 RULES = ("range", "move", "zscore")
 
 _TOP = {
@@ -99,8 +100,7 @@ class Route:
             and (not self.symbols or alert.symbol in self.symbols)
             and (not self.venues or alert.venue in self.venues)
             and (not self.intervals or alert.interval in self.intervals)
-            and SEVERITIES.index(alert.severity if alert.severity in SEVERITIES else "critical")
-            >= SEVERITIES.index(self.min_severity)
+            and SEVERITIES.index(alert.severity) >= SEVERITIES.index(self.min_severity)
         )
 
 
@@ -129,11 +129,6 @@ class NotifyConfig:
             return list(self.destinations)
         wanted = {c for r in self.routes if r.matches(alert) for c in r.channels}
         return [d for d in self.destinations if d.channel in wanted]
-
-    def redact(self, message: str) -> str:
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        return message
 
     def describe(self) -> list[str]:
         """One line per destination, safe to print."""
@@ -184,6 +179,7 @@ class NotifyConfig:
             )
         names = {d.channel for d in destinations}
         routes = [_route(r, i, names) for i, r in enumerate(raw.get("routes", []))]
+        SECRETS.add(*secrets)  # masked in every log line of this process from now on
         try:
             return cls(
                 destinations=destinations,
@@ -247,12 +243,8 @@ def _secret(
     if spec.get(key):
         return str(spec[key]).strip()
     file = spec.get(f"{key}_file")
-    if not file and env_name:
-        if env.get(env_name):
-            return env[env_name].strip()
-        file = env.get(f"{env_name}_FILE")
     if not file:
-        return ""
+        return (env_secret(env, env_name) if env_name else None) or ""
     try:
         return Path(file).read_text().strip()
     except OSError as exc:

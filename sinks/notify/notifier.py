@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from candlewax import metrics
 from candlewax.backoff import Backoff
+from candlewax.codec import Alert, DeadLetter
 from candlewax.errors import ParseError
 from candlewax.kafka import TrackedProducer, consumer_config
-from candlewax.records import Alert, DeadLetter
+from candlewax.logs import SECRETS
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, DEADLETTER
 from sinks.notify import channels
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DELIVERED = "delivered"
 DEAD_LETTERED = "dead_lettered"
+#: Dead-letter reason by outcome detail; everything else the platform refused.
+_DEAD_REASONS = {"unavailable": "notify_unavailable", "worker_error": "notify_error"}
 
 
 @dataclass(slots=True)
@@ -106,6 +108,9 @@ class _Worker(threading.Thread):
             self.cond.notify()
 
     def run(self) -> None:
+        """Send until stopped. An error in rendering or sending never ends the worker: the
+        alerts in hand are dead-lettered with the error (so their offsets can move), it is
+        logged and counted, and the next alert is taken."""
         while not self.stopping.is_set():
             with self.cond:
                 while not self.queue and not self.stopping.is_set():
@@ -117,11 +122,24 @@ class _Worker(threading.Thread):
             with self.cond:
                 batch = self._take()
                 self._depth.set(len(self.queue))
-            self._deliver(batch)
+            try:
+                self._deliver(batch)
+            except Exception as exc:
+                metrics.NOTIFY_WORKER_ERRORS.labels(self.dest.channel).inc()
+                log.exception("%s: delivering %d alert(s) failed", self.dest.key, len(batch))
+                self._finish(batch, DEAD_LETTERED, "worker_error", f"{type(exc).__name__}: {exc}")
             if len(batch) > 1:
                 # Digests go out at the steady rate (window / count), not in a burst: a storm
                 # spends the burst allowance on a few large digests rather than many fragments.
                 self.next_digest_at = time.monotonic() + self.interval_s
+
+    def restarted(self) -> _Worker:
+        """A new thread for this destination, taking over its queue and its waits."""
+        worker = _Worker(self.dest, self.client, self.config, self._done)
+        with self.cond:
+            worker.queue = self.queue
+        worker.blocked_until, worker.next_digest_at = self.blocked_until, self.next_digest_at
+        return worker
 
     def _digesting(self) -> bool:
         n = len(self.queue)
@@ -180,7 +198,7 @@ class _Worker(threading.Thread):
             start = time.monotonic()
             result = dest.post(self.client, payloads[index])
             self._complete()
-            detail = self.config.redact(result.detail)
+            detail = SECRETS.redact(result.detail)
             metrics.NOTIFY_REQUESTS.labels(channel, result.outcome).inc()
             metrics.NOTIFY_REQUEST_SECONDS.labels(channel).observe(time.monotonic() - start)
             if result.outcome == channels.OK:
@@ -316,6 +334,7 @@ class Notifier:
                 messages = self.consumer.consume(500, timeout=0.1)
                 self._handle(messages)
                 self._drain()
+                self._supervise()
                 self._flow_control()
                 if time.monotonic() - last_commit >= 0.5:
                     self._commit(asynchronous=True)
@@ -339,6 +358,16 @@ class Notifier:
             if self._own_client:
                 self.client.close()
 
+    def _supervise(self) -> None:
+        """A destination worker whose thread ended (it is never asked to before shutdown) is
+        replaced, with its queue: no destination stops quietly."""
+        for key, worker in list(self.workers.items()):
+            if not worker.is_alive() and not worker.stopping.is_set():
+                metrics.NOTIFY_WORKER_ERRORS.labels(worker.dest.channel).inc()
+                log.error("%s: its worker thread ended unexpectedly; restarting it", key)
+                self.workers[key] = worker.restarted()
+                self.workers[key].start()
+
     def _handle(self, messages: list[Message]) -> None:
         letters: list[tuple[int, int]] = []
         seen: set[int] = set()
@@ -356,14 +385,10 @@ class Notifier:
             raw = msg.value() or b""
             metrics.NOTIFY_CONSUMED.inc()
             try:
-                alert = Alert.decode(raw)
+                alert = Alert.decode(raw)  # total: every field checked, ParseError otherwise
             except ParseError as exc:
                 letters.append((partition, offset))
                 self._dead_letter_raw(raw, exc.reason, exc.detail, partition, offset)
-                continue
-            except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
-                letters.append((partition, offset))
-                self._dead_letter_raw(raw, "json", str(exc)[:200], partition, offset)
                 continue
             self._dispatch(_Item(alert, raw, partition, offset, time.monotonic()))
         if letters:
@@ -447,7 +472,7 @@ class Notifier:
         self.producer.send(self.deadletter_topic, letter.encode())
 
     def _dead_letter_alert(self, item: _Item, done: _Done) -> None:
-        reason = "notify_unavailable" if done.reason == "unavailable" else "notify_rejected"
+        reason = _DEAD_REASONS.get(done.reason, "notify_rejected")
         metrics.NOTIFY_DEAD_LETTERED.labels(done.dest.channel, done.reason).inc()
         source = {
             "topic": self.topic,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from candlewax.records import Alert
+from candlewax.codec import Alert
 
 LANGUAGES = ("en", "zh")
 

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from candlewax.broker import EmbeddedBroker
-from candlewax.records import Trade
+from candlewax.codec import Trade
 from connectors.replay import iter_file
 from tests.conftest import BTCUSDT_GZ, ENGINES
 from tests.reference import as_decimals, reference_bars, reference_range_alerts

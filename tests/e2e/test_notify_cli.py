@@ -162,7 +162,7 @@ def test_demo_sends_its_alerts_for_real_when_credentials_are_set(tmp_path: Path)
     alerts an independent computation finds in the Binance capture, before it exits."""
     from decimal import Decimal
 
-    from candlewax.records import alert_id
+    from candlewax.codec import alert_id
     from connectors.replay import iter_file
     from tests.conftest import BTCUSDT_GZ
     from tests.reference import reference_range_alerts

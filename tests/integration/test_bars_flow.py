@@ -16,7 +16,7 @@ import pytest
 from bytewax.testing import run_main
 from prometheus_client import REGISTRY
 
-from candlewax.records import INTERVALS, DeadLetter, Trade, decode_message
+from candlewax.codec import INTERVALS, DeadLetter, Trade, decode_message
 from candlewax.settings import Settings
 from candlewax.topics import ensure_topics
 from connectors.producer import TradeProducer
@@ -39,6 +39,7 @@ GARBAGE = [
     b"{this is not json",
     orjson.dumps(
         {
+            "v": 1,
             "venue": "binance",
             "symbol": "BTCUSDT",
             "id": "x1",
@@ -49,6 +50,7 @@ GARBAGE = [
     ),
     orjson.dumps(
         {
+            "v": 1,
             "venue": "binance",
             "symbol": "BTCUSDT",
             "id": "x2",
@@ -204,7 +206,7 @@ def test_flow_publishes_alerts_with_deterministic_ids(settings: Settings) -> Non
     an independent computation; a second run (other poll size) gives the same ids."""
     from decimal import Decimal
 
-    from candlewax.records import Alert
+    from candlewax.codec import Alert
     from tests.reference import reference_range_alerts
 
     rules = {"range": {"1m": 0.001}, "move": {}, "zscore": {}, "cooldown_ms": 0}

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from candlewax.records import DeadLetter, Trade, decode_message
+from candlewax.codec import DeadLetter, Trade, decode_message
 from candlewax.settings import Settings
 from connectors.live import LiveConnector, LiveOptions
 from connectors.producer import TradeProducer

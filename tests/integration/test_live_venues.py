@@ -13,8 +13,8 @@ import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection
 
+from candlewax.codec import DeadLetter, Trade, decode_message
 from candlewax.errors import ConfigError
-from candlewax.records import DeadLetter, Trade, decode_message
 from candlewax.settings import Settings
 from connectors.live import LiveConnector, LiveOptions
 from connectors.producer import TradeProducer
@@ -118,7 +118,6 @@ def test_finnhub_token_stays_out_of_logs_and_reconnects_leave_gap_records(
         .read_text()
         .splitlines()
     )
-    monkeypatch.setenv("FINNHUB_TOKEN", "s3cr3t-token-value")
     caplog.set_level(logging.DEBUG)
 
     async def first(ws: ServerConnection, server: WsServer) -> None:
@@ -135,7 +134,10 @@ def test_finnhub_token_stays_out_of_logs_and_reconnects_leave_gap_records(
         producer = TradeProducer(
             settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
         )
-        options = LiveOptions(ws_url=ws_server.url, backoff_initial_s=0.1)
+        # `candlewax connect` reads FINNHUB_TOKEN(_FILE) at its entry point and hands it down.
+        options = LiveOptions(
+            ws_url=ws_server.url, backoff_initial_s=0.1, token="s3cr3t-token-value"
+        )
         connector = LiveConnector(FINNHUB, ["BINANCE:BTCUSDT"], producer, options, stop)
         run_until(connector, lambda: connector.stats().trades >= expected)
     assert ws_server.paths[0] == "/?token=s3cr3t-token-value"  # the venue gets it ...
@@ -157,8 +159,7 @@ def test_finnhub_token_stays_out_of_logs_and_reconnects_leave_gap_records(
     assert connector.stats().unrecovered == 1
 
 
-def test_finnhub_without_token_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FINNHUB_TOKEN", raising=False)
+def test_finnhub_without_token_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="FINNHUB_TOKEN is not set"):
         LiveConnector(
             FINNHUB, ["AAPL"], producer=None, options=LiveOptions(ws_url="ws://127.0.0.1:9")

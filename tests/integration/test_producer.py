@@ -7,8 +7,8 @@ import socket
 import orjson
 import pytest
 
+from candlewax.codec import Heartbeat, Trade, decode_message
 from candlewax.errors import DeliveryError
-from candlewax.records import Heartbeat, Trade, decode_message
 from candlewax.settings import Settings
 from connectors.producer import TradeProducer
 from tests.kafka_read import read_topic

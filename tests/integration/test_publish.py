@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from candlewax.records import DeadLetter, Heartbeat, Trade, decode_message
+from candlewax.codec import DeadLetter, Heartbeat, Trade, decode_message
 from candlewax.settings import Settings
 from connectors.producer import TradeProducer
 from connectors.publish import publish

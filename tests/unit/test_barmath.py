@@ -1,10 +1,10 @@
 """The bar kernel against independent computations: a plain-Decimal reference (tests/reference.py)
-under random batchings, DuckDB SQL on the real BTCUSDT capture, and the exact decode path."""
+under random batchings, DuckDB SQL on the real BTCUSDT capture; and its guards — implausible
+event times, duplicates, the per-minute cap — against the clean run of the same log."""
 
 from __future__ import annotations
 
 import itertools
-import random
 from functools import cache
 
 import duckdb
@@ -14,17 +14,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from candlewax.records import INTERVALS, Heartbeat, Trade, encode_trades
-from connectors.replay import iter_file
-from flows.barmath import (
-    BAR_SCHEMA,
-    BarState,
-    _records_slow,
-    _slow_decode,
-    bar_frame,
-    decode_batch,
-    to_records,
+from candlewax.codec import (
+    DECIMALS,
+    INTERVALS,
+    Heartbeat,
+    Trade,
+    divide_rounded,
+    format_scaled,
 )
+from candlewax.codec.columns import bar_columns, decode_batch
+from connectors.replay import iter_file
+from flows import barmath
+from flows.barmath import BAR_SCHEMA, BarState, StepResult, TimeRules
 from tests.conftest import BTCUSDT_GZ
 from tests.reference import DECIMAL_FIELDS, as_decimals, reference_bars
 
@@ -36,25 +37,38 @@ def btcusdt() -> tuple[Trade, ...]:
     return tuple(t for item in iter_file(BTCUSDT_GZ) for t in item.trades)
 
 
+def to_records(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
+    return bar_columns(bars, interval).to_dicts()
+
+
+def run_steps(
+    values: list[bytes], cuts: list[int], state: BarState, final: bool = True
+) -> list[StepResult]:
+    """Feed ``values`` (offsets 0..n-1) cut at ``cuts``; the results of every step."""
+    results = []
+    edges = [0, *sorted(c for c in set(cuts) if 0 < c < len(values)), len(values)]
+    for lo, hi in itertools.pairwise(edges):
+        if lo < hi:
+            results.append(state.step(decode_batch(values[lo:hi], list(range(lo, hi))).rows))
+    if final:
+        results.append(state.flush())
+    return results
+
+
+def bars_of(results: list[StepResult]) -> dict[str, list[dict[str, object]]]:
+    bars: dict[str, list[dict[str, object]]] = {k: [] for k in INTERVALS}
+    for result in results:
+        for name, frame in result.closed.items():
+            bars[name] += to_records(frame, name)
+    return bars
+
+
 def run_kernel(
     values: list[bytes], cuts: list[int], lateness_ms: int = 2_000, final: bool = True
 ) -> tuple[dict[str, list[dict[str, object]]], int]:
     """Feed ``values`` cut at ``cuts``; return bars per interval (wire format) and late count."""
-    state = BarState(lateness_ms=lateness_ms)
-    bars: dict[str, list[dict[str, object]]] = {k: [] for k in INTERVALS}
-    late = 0
-    edges = [0, *sorted(set(cuts)), len(values)]
-    for lo, hi in itertools.pairwise(edges):
-        if lo == hi:
-            continue
-        result = state.step(decode_batch(values[lo:hi]).rows)
-        late += result.late.height
-        for name, frame in result.closed.items():
-            bars[name] += to_records(frame, name)
-    if final:
-        for name, frame in state.flush().items():
-            bars[name] += to_records(frame, name)
-    return bars, late
+    results = run_steps(values, cuts, BarState(lateness_ms=lateness_ms), final)
+    return bars_of(results), sum(r.late.height for r in results)
 
 
 def normalized(bars: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -194,8 +208,12 @@ def test_rollups_equal_bars_built_directly_from_trades(case: tuple[list, list[in
 # --------------------------------------------------------------------------- time
 
 
+#: These tests are about windows, not the event clock: a single message is its own quorum.
+ALONE = TimeRules(quorum=1)
+
+
 def test_windows_close_on_watermark_and_heartbeats_close_idle_symbols() -> None:
-    state = BarState(lateness_ms=2_000)
+    state = BarState(lateness_ms=2_000, time_rules=ALONE)
     quiet = Trade("binance", "ETHUSDT", "1", "2600.5", "1", "buy", T0 + 10_000)
     result = state.step(decode_batch([quiet.encode()]).rows)
     assert not result.closed
@@ -210,114 +228,165 @@ def test_late_trades_are_reported_not_merged() -> None:
     first = Trade("binance", "BTCUSDT", "1", "100", "1", "buy", T0 + 1_000)
     later = Trade("binance", "BTCUSDT", "2", "101", "1", "buy", T0 + 63_000)
     late = Trade("binance", "BTCUSDT", "3", "999", "1", "buy", T0 + 30_000)
-    state = BarState(lateness_ms=2_000)
+    state = BarState(lateness_ms=2_000, time_rules=ALONE)
     result = state.step(decode_batch([first.encode(), later.encode(), late.encode()]).rows)
     assert result.late["id"].to_list() == ["3"]
     (bar,) = to_records(result.closed["1m"], "1m")
     assert (bar["high"], bar["trades"]) == ("100.00000000", 1)
 
 
-# --------------------------------------------------------------------------- decoding
+# --------------------------------------------------------------------------- event time
+
+FUTURE = 4_070_908_800_000  # 2099-01-01: under the 2100 limit, far ahead of any real clock
 
 
-def test_fast_path_is_taken_for_clean_batches() -> None:
-    decoded = decode_batch([t.encode() for t in btcusdt()[:1000]])
-    assert decoded.fast and decoded.rows.height == 1000 and not decoded.rejected
-    arrays = [encode_trades(list(btcusdt()[i : i + 25])) for i in range(0, 1000, 25)]
-    decoded_arrays = decode_batch(arrays, offsets=list(range(500, 540)))
-    assert decoded_arrays.fast
-    assert decoded_arrays.rows.drop("off").equals(decoded.rows.drop("off"))
-    assert decoded_arrays.rows["off"].to_list() == [500 + i // 25 for i in range(1000)]
+def clean_log() -> list[bytes]:
+    """The real capture with heartbeats, as a connector writes it."""
+    values: list[bytes] = []
+    beat = None
+    for trade in btcusdt()[:3000]:
+        values.append(trade.encode())
+        if beat is None or trade.ts_ms >= beat + 1000:
+            beat = trade.ts_ms
+            values.append(Heartbeat("binance", beat).encode())
+    return values
 
 
-def test_bad_messages_are_rejected_with_offsets_and_neighbours_kept() -> None:
-    good = [t.encode() for t in btcusdt()[:5]]
-    values = [
-        good[0],
-        b"{not json",
-        good[1],
-        b'{"venue":"binance","symbol":"BTCUSDT","id":"9","price":"NaN","qty":"1","ts_ms":1723161253000}',
-        good[2],
-    ]
-    decoded = decode_batch(values, offsets=[100, 101, 102, 103, 104])
-    assert not decoded.fast
-    assert decoded.rows["off"].to_list() == [100, 102, 104]
-    assert [(i, r.reason) for i, r in decoded.rejected] == [(1, "json"), (3, "bad_decimal")]
+def outcome(values: list[bytes], cuts: list[int], **rules: int) -> tuple[dict, list, int, int]:
+    """Bars, the offsets of implausible rows, the late and the duplicate counts."""
+    results = run_steps(values, cuts, BarState(time_rules=TimeRules(**rules)))
+    held = sorted(row.row["off"] for r in results for row in r.implausible)
+    late = sum(r.late.height for r in results)
+    dupes = sum(r.duplicates.height for r in results)
+    return bars_of(results), held, late, dupes
 
 
-_field_values = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(10**16), 10**16),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["", "buy", "sell", "trade", "heartbeat", "binance", "BTCUSDT", "0", "1.5",
-                     "61828.00000000", "1e3", "-1", "0.000000001", "1.000000000", "true", "NaN", "00012"]),
-    st.text(max_size=6),
-)  # fmt: skip
+@pytest.mark.parametrize("kind", ["trade", "heartbeat"])
+@pytest.mark.parametrize("at", [0, 1, 10, 2999])
+def test_a_far_future_record_moves_nothing(kind: str, at: int) -> None:
+    """One record dated 2099 anywhere in the stream — first, early, last: it is the one row
+    reported implausible, no real trade is late, and every bar equals the clean run's."""
+    clean = clean_log()
+    want, _, want_late, _ = outcome(clean, [])
+    bogus = (
+        Trade("binance", "BTCUSDT", "1", "61000.5", "1", "buy", FUTURE, None).encode()
+        if kind == "trade"
+        else Heartbeat("binance", FUTURE).encode()
+    )
+    values = [*clean[:at], bogus, *clean[at:]]
+    got, held, late, _ = outcome(values, cuts=[5, 500, 1700])
+    assert held == [at]
+    assert late == want_late == 0
+    assert got == want
+    assert not any(b["start_ms"] >= FUTURE - 3_600_000 for bars in got.values() for b in bars)
 
 
-@st.composite
-def messages(draw: st.DrawFn) -> bytes:
-    base = dict(Trade("binance", "BTCUSDT", "1", "61828.01", "0.5", "buy", T0, T0).to_dict())
-    if draw(st.booleans()):
-        base = {"v": 1, "type": "heartbeat", "venue": "binance", "ts_ms": T0}
-    for _ in range(draw(st.integers(0, 3))):
-        key = draw(
-            st.sampled_from(
-                ["v", "type", "venue", "symbol", "id", "price", "qty", "side", "ts_ms", "recv_ms"]
-            )
-        )
-        if draw(st.integers(0, 4)) == 0:
-            base.pop(key, None)
-        else:
-            base[key] = draw(_field_values)
-    text = orjson.dumps(base, option=orjson.OPT_SERIALIZE_NUMPY) if draw(st.booleans()) else None
-    if text is None:
-        try:
-            text = orjson.dumps(base)
-        except TypeError:
-            text = b"{}"
-    return text
+def test_a_trade_far_ahead_of_its_receive_clock_is_implausible_at_once() -> None:
+    trades = list(btcusdt()[:200])
+    assert all(t.recv_ms is not None and t.ts_ms - t.recv_ms < 2_000 for t in trades)
+    skewed = Trade("binance", "BTCUSDT", "7", "61000", "1", "buy", trades[50].recv_ms + 90_000,
+                   trades[50].recv_ms)  # fmt: skip
+    values = [t.encode() for t in trades]
+    values.insert(100, skewed.encode())
+    got, held, late, _ = outcome(values, [], max_skew_ms=60_000)
+    assert held == [100] and late == 0
+    assert got == outcome([t.encode() for t in trades], [])[0]
 
 
-@st.composite
-def batches(draw: st.DrawFn) -> list[bytes]:
-    """Messages, some of them JSON arrays of several messages (the producer-side batch form)."""
-    values = draw(st.lists(messages(), min_size=1, max_size=6))
-    out: list[bytes] = []
-    while values:
-        take = draw(st.integers(0, 3))
-        if take == 0:
-            out.append(values.pop(0))
-        else:
-            group, values = values[:take], values[take:]
-            out.append(b"[" + b",".join(group) + b"]")
-    if draw(st.booleans()):
-        out.insert(draw(st.integers(0, len(out))), b"[]")
-    return out
+def test_a_real_gap_is_followed_once_corroborated() -> None:
+    """The feed is back after 10 minutes: the first records after the gap are held until three
+    messages agree, then used — nothing is lost or late."""
+    trades = list(btcusdt()[:1000])
+    gap = 600_000
+    after = [Trade(t.venue, t.symbol, f"g{t.id}", t.price, t.qty, t.side, t.ts_ms + gap, None)
+             for t in trades[500:]]  # fmt: skip
+    log = trades[:500] + after
+    got, held, late, _ = outcome([t.encode() for t in log], cuts=[501, 502, 777])
+    assert held == [] and late == 0
+    for name in INTERVALS:
+        assert normalized(got[name]) == normalized(reference_bars(log, name)), name
 
 
-@settings(max_examples=400, deadline=None)
-@given(batches())
-def test_fast_path_never_disagrees_with_the_exact_path(values: list[bytes]) -> None:
-    fast = decode_batch(values)
-    exact = _slow_decode(values, list(range(len(values))))
-    if fast.fast:
-        assert not exact.rejected
-        assert fast.rows.equals(exact.rows)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_time_guard_keeps_real_records_and_drops_only_the_injected_ones(
+    data: st.DataObject,
+) -> None:
+    """Random logs of real records (steps within max_time_jump_ms, a long gap now and then)
+    with single far-future records injected at least ``quorum`` messages apart: exactly the
+    injected ones are implausible, the bars equal the reference over the real trades, and none
+    of it depends on the batching."""
+    log, _cuts, lateness = data.draw(trade_logs())
+    real = [r for r in log]
+    values = [r.encode() for r in real]
+    spots = sorted(data.draw(st.sets(st.integers(0, len(values)), max_size=3)))
+    spots = [s for i, s in enumerate(spots) if i == 0 or s - spots[i - 1] >= 4]
+    injected = []
+    for shift, spot in enumerate(spots):
+        bogus = Heartbeat("x", FUTURE + shift) if data.draw(st.booleans()) else Trade(
+            "x", "BTCUSDT", f"bogus{shift}", "1", "1", None, FUTURE + shift)  # fmt: skip
+        values.insert(spot + shift, bogus.encode())
+        injected.append(spot + shift)
+    cuts = data.draw(st.lists(st.integers(0, len(values)), max_size=6))
+    results = run_steps(values, cuts, BarState(lateness_ms=lateness))
+    held = sorted(row.row["off"] for r in results for row in r.implausible)
+    if len([v for v in values if v not in {values[i] for i in injected}]) >= 3 or not injected:
+        assert held == injected
+    kept, want_late = replay_with_lateness(real, lateness)
+    if held == injected:
+        assert sum(r.late.height for r in results) == want_late
+        bars = bars_of(results)
+        for name in INTERVALS:
+            assert normalized(bars[name]) == normalized(reference_bars(kept, name)), name
+    again = run_steps(values, [], BarState(lateness_ms=lateness))
+    for name in INTERVALS:  # the same bars; only their order may follow the batch boundaries
+        assert normalized(bars_of(again)[name]) == normalized(bars_of(results)[name])
+    assert sorted(row.row["off"] for r in again for row in r.implausible) == held
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+@pytest.mark.parametrize("how", ["each_twice", "batch_replayed", "every_third_in_arrays"])
+def test_duplicates_leave_the_bars_of_a_clean_run(how: str) -> None:
+    clean = [t.encode() for t in btcusdt()[:3000]]
+    if how == "each_twice":
+        values = [v for v in clean for _ in (0, 1)]
+    elif how == "batch_replayed":  # a producer retried a whole batch of 400 messages
+        values = [*clean[:1400], *clean[1000:1400], *clean[1400:]]
     else:
-        assert fast.rows.equals(exact.rows)
-        assert [(i, r.reason) for i, r in fast.rejected] == [
-            (i, r.reason) for i, r in exact.rejected
-        ]
+        values = clean + [b"[" + b",".join(clean[i : i + 3]) + b"]" for i in range(0, 900, 9)]
+        values = sorted(values, key=lambda v: orjson.loads(v)[-1]["ts_ms"]
+                        if v[:1] == b"[" else orjson.loads(v)["ts_ms"])  # fmt: skip
+    want, _, want_late, _ = outcome(clean, [])
+    got, held, late, dupes = outcome(values, cuts=list(range(0, len(values), 777)))
+    assert got == want and held == [] and late == want_late
+    expected = {"each_twice": 3000, "batch_replayed": 400, "every_third_in_arrays": 300}[how]
+    assert dupes == expected
 
 
-def test_random_garbage_never_raises() -> None:
-    rng = random.Random(5)
-    values = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40))) for _ in range(300)]
-    decoded = decode_batch(values)
-    assert decoded.rows.height == 0
-    assert len(decoded.rejected) == 300
+def test_duplicate_state_is_released_when_windows_close() -> None:
+    state = BarState()
+    run_steps([t.encode() for t in btcusdt()], [1000, 5000], state, final=False)
+    open_minutes = {w for w in state.seen.by_window}
+    assert len(open_minutes) <= 2  # the minute in progress (and the one within lateness)
+    assert len(state.seen.keys) == sum(len(v) for v in state.seen.by_window.values())
+    state.flush()
+    assert not state.seen.keys and not state.seen.by_window
+
+
+def test_a_minute_takes_at_most_max_minute_trades(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(barmath, "MAX_MINUTE_TRADES", 5)
+    trades = [Trade("binance", "BTCUSDT", str(i), "100", "1", "buy", T0 + i) for i in range(8)]
+    other = Trade("binance", "ETHUSDT", "1", "10", "1", "sell", T0 + 9)
+    results = run_steps([t.encode() for t in [*trades, other]], [3], BarState(time_rules=ALONE))
+    assert [r["id"] for res in results for r in res.too_many.iter_rows(named=True)] == [
+        "5",
+        "6",
+        "7",
+    ]
+    bars = {b["symbol"]: b["trades"] for b in bars_of(results)["1m"]}
+    assert bars == {"BTCUSDT": 5, "ETHUSDT": 1}
 
 
 _units = st.integers(0, 10**30)
@@ -342,4 +411,36 @@ def test_vectorized_bar_output_equals_python_integers(
         ],
         schema=BAR_SCHEMA,
     )  # fmt: skip
-    assert bar_frame(frame, "5m").to_dicts() == _records_slow(frame, "5m")
+    assert bar_columns(frame, "5m").to_dicts() == python_bars(frame, "5m")
+
+
+def python_bars(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
+    """The wire format with Python integers, one bar at a time: the reference for the
+    vectorized output."""
+    length = INTERVALS[interval]
+    out: list[dict[str, object]] = []
+    for row in bars.iter_rows(named=True):
+        volume, quote = row["volume"], row["quote"]
+        out.append(
+            {
+                "v": 1,
+                "venue": row["venue"],
+                "symbol": row["symbol"],
+                "interval": interval,
+                "start_ms": row["start_ms"],
+                "end_ms": row["start_ms"] + length,
+                "open": format_scaled(row["open"]),
+                "high": format_scaled(row["high"]),
+                "low": format_scaled(row["low"]),
+                "close": format_scaled(row["close"]),
+                "volume": format_scaled(volume),
+                "quote_volume": format_scaled(quote, 2 * DECIMALS),
+                "vwap": format_scaled(divide_rounded(quote, volume)),
+                "trades": row["trades"],
+                "buy_volume": format_scaled(row["buy_volume"]),
+                "buy_quote_volume": format_scaled(row["buy_quote"], 2 * DECIMALS),
+                "first_id": row["open_id"],
+                "last_id": row["close_id"],
+            }
+        )
+    return out

@@ -16,18 +16,24 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from candlewax.codec import MAX_NOTIONAL, MAX_TS_MS, MIN_TS_MS, REASONS, Trade, normalize_symbol
 from candlewax.errors import ConfigError, ParseError
-from candlewax.records import MAX_TS_MS, MIN_TS_MS, REASONS, Trade, normalize_symbol
 from connectors.binance import (
     KLINE_TRADE_TYPES,
     VENUES,
-    parse_frame,
+    for_venue,
     parse_kline,
     stream_channel,
 )
+
+
+def parse_frame(frame: Any, venue: str = "binance", recv_ms: int | None = None) -> list[Trade]:
+    """One frame through a fresh parser of ``venue``."""
+    return for_venue(venue).parse_frame(frame, recv_ms=recv_ms)
+
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 HFT = FIXTURES / "hftbacktest"
@@ -388,8 +394,20 @@ def _spot_event(**changes: Any) -> dict[str, Any]:
         (_spot_event(p="-1"), "non_positive"),
         (_spot_event(q="0.00000000"), "non_positive"),
         (_spot_event(p="1.000000001"), "precision"),
-        (_spot_event(p="1E+100000"), "out_of_range"),
-        (_spot_event(p="9" * 5000), "out_of_range"),
+        (_spot_event(p="1E+100000"), "bad_decimal"),  # canonical decimals only
+        (_spot_event(p="9" * 5000), "bad_decimal"),  # bounded length: no int() of it ever runs
+        (_spot_event(p="9" * 20), "out_of_range"),
+        (_spot_event(p="+5"), "bad_decimal"),
+        (_spot_event(p=" 5 "), "bad_decimal"),
+        (_spot_event(p="1_000"), "bad_decimal"),
+        (_spot_event(p="\u0665"), "bad_decimal"),  # Arabic-Indic five
+        (_spot_event(p="\uff15"), "bad_decimal"),  # full-width five
+        (_spot_event(p=".5"), "bad_decimal"),
+        (_spot_event(t="abc"), "bad_type"),  # ids of consecutive-id venues are integers
+        (_spot_event(t=1.5), "bad_type"),
+        (_spot_event(t=-3), "out_of_range"),
+        (_spot_event(t=2**63), "out_of_range"),
+        (_spot_event(p="99999999", q="200000"), "out_of_range"),  # notional 2e13 >= 1e13
         (_spot_event(T=1723161255), "bad_timestamp"),  # seconds, not milliseconds
         (_spot_event(T=1723161255342000), "bad_timestamp"),  # microseconds
         (_spot_event(T="1723161255342"), "bad_timestamp"),
@@ -465,6 +483,7 @@ def trade_events(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
         event["X"] = "MARKET"
     if draw(st.booleans()):
         event["M"] = True
+    assume(Decimal(event["p"]) * Decimal(event["q"]) < MAX_NOTIONAL)
     expected = {
         "symbol": normalize_symbol(symbol),
         "id": str(event["t" if kind == "trade" else "a"]),

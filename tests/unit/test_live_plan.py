@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.binance import Binance
 from connectors.live import LiveConnector, LiveOptions, _ConnectLimiter, redact
 from connectors.venues import BINANCE
 
@@ -73,7 +74,7 @@ def test_backoff_resets_after_a_healthy_connection() -> None:
 
 
 def test_binance_control_labels() -> None:
-    control = BINANCE.control
+    control = Binance().control
     assert control(b'{"result":null,"id":1}') == "subscribed"
     assert control(b'{"error":{"code":2,"msg":"Invalid request"},"id":1}') == "error"
     assert control(b'{"stream":"btcusdt@trade","data":{"e":"serverShutdown","E":1}}') == "reconnect"

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from candlewax.codec import Trade, decode_message, decode_record, encode_trades
 from candlewax.errors import ConfigError
-from candlewax.records import Trade, decode_message, decode_trade, encode_trades
 from connectors.synthetic import DEFAULT_START_MS, SyntheticMarket
 
 N_REFERENCE = 30_000
@@ -109,7 +109,7 @@ def test_seed_and_arguments_matter(reference: list[Trade]) -> None:
 
 def test_every_trade_is_valid_and_round_trips(reference: list[Trade]) -> None:
     for trade in reference:
-        assert decode_trade(orjson.loads(trade.encode())) == trade
+        assert decode_record(orjson.loads(trade.encode())) == trade
         assert trade.venue == "synthetic"
         assert trade.recv_ms is None
         assert trade.side in ("buy", "sell")
@@ -324,7 +324,7 @@ def test_ten_thousand_symbols() -> None:
     ticks = {i.symbol: Decimal(i.tick_size) for i in m.instruments}
     messages = flat(m.encoded(100_000, batch_size=30_000))
     assert len(messages) == 100_000
-    trades = [decode_trade(orjson.loads(value)) for _, value, _ in messages]
+    trades = [decode_record(orjson.loads(value)) for _, value, _ in messages]
     assert len({t.symbol for t in trades}) > 2_000
     for trade in trades[::20]:
         assert Decimal(trade.price) % ticks[trade.symbol] == 0  # type: ignore[union-attr]

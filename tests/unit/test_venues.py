@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -22,16 +21,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from candlewax.codec import REASONS, Trade, normalize_symbol
 from candlewax.errors import ConfigError, ParseError
-from candlewax.records import REASONS, Trade, normalize_symbol
 from connectors import bybit, coinbase, finnhub, okx
+from connectors.venue import Venue
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 CRYPTOFEED = FIXTURES / "cryptofeed"
 FINNHUB_JSONL = FIXTURES / "derived" / "finnhub_envelope_from_binance_btcusdt_20240808.jsonl"
 SPOT_BTCUSDT_GZ = FIXTURES / "hftbacktest" / "spot_btcusdt_20240808.gz"
 
-VENUE_MODULES = [okx, coinbase, bybit, finnhub]
+VENUE_MODULES = [okx.Okx(), coinbase.Coinbase(), bybit.Bybit(), finnhub.Finnhub()]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -63,7 +63,7 @@ def cryptofeed_sent(name: str) -> tuple[bytes, ...]:
     return tuple(out)
 
 
-def parse_recording(module: ModuleType, name: str) -> list[Trade]:
+def parse_recording(module: Venue, name: str) -> list[Trade]:
     trades: list[Trade] = []
     for recv_s, raw in cryptofeed_messages(name):
         trades.extend(module.parse_frame(raw, recv_ms=int(recv_s * 1000)))
@@ -76,7 +76,7 @@ def iso_ms(text: str) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-def reason_of(module: ModuleType, frame: Any) -> str:
+def reason_of(module: Venue, frame: Any) -> str:
     with pytest.raises(ParseError) as caught:
         module.parse_frame(frame)
     assert caught.value.reason in REASONS
@@ -89,55 +89,55 @@ def reason_of(module: ModuleType, frame: Any) -> str:
 @pytest.mark.parametrize(
     ("module", "venue", "ws_url", "rest_url", "sequential"),
     [
-        (okx, "okx", "wss://ws.okx.com:8443/ws/v5/public", "https://www.okx.com", False),
+        (okx.Okx(), "okx", "wss://ws.okx.com:8443/ws/v5/public", "https://www.okx.com", False),
         (
-            coinbase,
+            coinbase.Coinbase(),
             "coinbase",
             "wss://ws-feed.exchange.coinbase.com",
             "https://api.exchange.coinbase.com",
             True,
         ),
-        (bybit, "bybit", "wss://stream.bybit.com/v5/public/spot", None, False),
-        (finnhub, "finnhub", "wss://ws.finnhub.io", None, False),
+        (bybit.Bybit(), "bybit", "wss://stream.bybit.com/v5/public/spot", None, False),
+        (finnhub.Finnhub(), "finnhub", "wss://ws.finnhub.io", None, False),
     ],
 )
 def test_interface_constants(
-    module: ModuleType, venue: str, ws_url: str, rest_url: str | None, sequential: bool
+    module: Venue, venue: str, ws_url: str, rest_url: str | None, sequential: bool
 ) -> None:
-    assert (venue, ws_url, rest_url) == (module.VENUE, module.WS_URL, module.REST_URL)
-    assert "token" not in module.WS_URL
-    assert module.SEQUENTIAL_IDS is sequential
-    assert isinstance(module.MAX_SYMBOLS_PER_CONNECTION, int)
-    assert module.MAX_SYMBOLS_PER_CONNECTION > 0
-    ping = module.PING
+    assert (venue, ws_url, rest_url) == (module.name, module.ws_url, module.rest_url)
+    assert "token" not in module.ws_url
+    assert module.sequential_ids is sequential
+    assert isinstance(module.max_symbols_per_connection, int)
+    assert module.max_symbols_per_connection > 0
+    ping = module.ping
     assert ping is None or (isinstance(ping[0], float) and isinstance(ping[1], str))
     for name in ("native_symbol", "subscribe_messages", "parse_frame", "control"):
         assert callable(getattr(module, name))
 
 
 def test_keep_alive_rules() -> None:
-    assert okx.PING == (20.0, "ping")
-    assert okx.PING[0] < 30  # OKX drops a connection silent for 30 s
-    assert bybit.PING is not None
-    assert bybit.PING[0] == 20.0
-    assert json.loads(bybit.PING[1]) == {"op": "ping"}
-    assert coinbase.PING is None
-    assert finnhub.PING is None
+    assert okx.Okx.ping == (20.0, "ping")
+    assert okx.Okx.ping[0] < 30  # OKX drops a connection silent for 30 s
+    assert bybit.Bybit.ping is not None
+    assert bybit.Bybit.ping[0] == 20.0
+    assert json.loads(bybit.Bybit.ping[1]) == {"op": "ping"}
+    assert coinbase.Coinbase.ping is None
+    assert finnhub.Finnhub.ping is None
 
 
-@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.VENUE)
-def test_no_symbols_no_subscriptions(module: ModuleType) -> None:
+@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.name)
+def test_no_symbols_no_subscriptions(module: Venue) -> None:
     assert module.subscribe_messages([]) == []
 
 
-@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.VENUE)
+@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.name)
 @pytest.mark.parametrize("bad", ["", "   "])
-def test_empty_symbols_are_configuration_errors(module: ModuleType, bad: str) -> None:
+def test_empty_symbols_are_configuration_errors(module: Venue, bad: str) -> None:
     with pytest.raises(ConfigError):
         module.native_symbol(bad)
 
 
-@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.VENUE)
+@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.name)
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
@@ -156,14 +156,14 @@ def test_empty_symbols_are_configuration_errors(module: ModuleType, bad: str) ->
     ],
 )
 def test_garbage_is_a_parse_error_with_a_known_reason(
-    module: ModuleType, frame: Any, reason: str
+    module: Venue, frame: Any, reason: str
 ) -> None:
     assert reason_of(module, frame) == reason
 
 
-@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.VENUE)
+@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.name)
 @pytest.mark.parametrize("frame", [b"not json", b"", b"[]", b"null", None, 7, b"pong!", b"{"])
-def test_control_never_raises_on_garbage(module: ModuleType, frame: Any) -> None:
+def test_control_never_raises_on_garbage(module: Venue, frame: Any) -> None:
     assert module.control(frame) is None
 
 
@@ -204,7 +204,7 @@ def okx_raw_trades() -> tuple[tuple[float, dict[str, Any]], ...]:
 
 
 def test_okx_recording_yields_every_trade_once() -> None:
-    trades = parse_recording(okx, OKX_FILE)
+    trades = parse_recording(okx.Okx(), OKX_FILE)
     raw = okx_raw_trades()
     assert len(trades) == len(raw) == 74  # the manifest's 74 trades pushes, one trade each
     for trade, (recv_s, item) in zip(trades, raw, strict=True):
@@ -222,7 +222,7 @@ def test_okx_recording_yields_every_trade_once() -> None:
 def test_okx_recorded_ids_are_consecutive_per_instrument() -> None:
     """Before OKX aggregated its trades channel, ids stepped by exactly 1 per instrument."""
     ids: dict[str, list[int]] = defaultdict(list)
-    for trade in parse_recording(okx, OKX_FILE):
+    for trade in parse_recording(okx.Okx(), OKX_FILE):
         ids[trade.symbol].append(int(trade.id))
     for run in ids.values():
         assert run == list(range(run[0], run[0] + len(run)))
@@ -234,8 +234,8 @@ def test_okx_every_other_recorded_frame_yields_nothing_and_acks_are_labelled() -
     for _, raw in cryptofeed_messages(OKX_FILE):
         obj = json.loads(raw)
         if obj.get("arg", {}).get("channel") != "trades" or "event" in obj:
-            assert okx.parse_frame(raw) == []
-        labels[okx.control(raw)] += 1
+            assert okx.Okx().parse_frame(raw) == []
+        labels[okx.Okx().control(raw)] += 1
     assert labels["subscribed"] == 18  # every {"event":"subscribe",...} ack
     assert labels[None] == len(cryptofeed_messages(OKX_FILE)) - 18
 
@@ -253,15 +253,15 @@ def test_okx_frame_from_docstring_and_every_input_form() -> None:
             recv_ms=1652459225507,
         )
     ]
-    assert okx.parse_frame(OKX_PUSH, recv_ms=1652459225507) == expected
-    assert okx.parse_frame(OKX_PUSH.decode(), 1652459225507) == expected
-    assert okx.parse_frame(bytearray(OKX_PUSH), 1652459225507) == expected
-    assert okx.parse_frame(memoryview(OKX_PUSH), 1652459225507) == expected
-    assert okx.parse_frame(orjson.loads(OKX_PUSH), 1652459225507) == expected
+    assert okx.Okx().parse_frame(OKX_PUSH, recv_ms=1652459225507) == expected
+    assert okx.Okx().parse_frame(OKX_PUSH.decode(), 1652459225507) == expected
+    assert okx.Okx().parse_frame(bytearray(OKX_PUSH), 1652459225507) == expected
+    assert okx.Okx().parse_frame(memoryview(OKX_PUSH), 1652459225507) == expected
+    assert okx.Okx().parse_frame(orjson.loads(OKX_PUSH), 1652459225507) == expected
 
 
 def test_okx_aggregated_and_all_trades_channels() -> None:
-    (trade,) = okx.parse_frame(OKX_AGGREGATED)
+    (trade,) = okx.Okx().parse_frame(OKX_AGGREGATED)
     assert (trade.id, trade.qty, trade.side, trade.ts_ms) == (
         "130639474",  # the last id of the 3 aggregated fills
         "0.12060306",
@@ -269,9 +269,9 @@ def test_okx_aggregated_and_all_trades_channels() -> None:
         1630048897897,
     )
     all_trades = {**OKX_AGGREGATED, "arg": {"channel": "trades-all", "instId": "BTC-USDT"}}
-    assert okx.parse_frame(all_trades) == [trade]
+    assert okx.Okx().parse_frame(all_trades) == [trade]
     several = {**OKX_AGGREGATED, "data": OKX_AGGREGATED["data"] * 3}
-    assert len(okx.parse_frame(several)) == 3
+    assert len(okx.Okx().parse_frame(several)) == 3
 
 
 @pytest.mark.parametrize(
@@ -289,27 +289,27 @@ def test_okx_aggregated_and_all_trades_channels() -> None:
     ],
 )
 def test_okx_non_trade_frames_yield_nothing(frame: Any) -> None:
-    assert okx.parse_frame(frame) == []
+    assert okx.Okx().parse_frame(frame) == []
 
 
 def test_okx_control_labels() -> None:
-    assert okx.control(b"pong") == "pong"
-    assert okx.control("pong") == "pong"
-    assert okx.control(memoryview(b"pong")) == "pong"
+    assert okx.Okx().control(b"pong") == "pong"
+    assert okx.Okx().control("pong") == "pong"
+    assert okx.Okx().control(memoryview(b"pong")) == "pong"
     ack = b'{"id":"1512","event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT"}}'
-    assert okx.control(ack) == "subscribed"
+    assert okx.Okx().control(ack) == "subscribed"
     error = '{"event":"error","code":"60012","msg":"Invalid request","connId":"a4d3ae55"}'
-    assert okx.control(error) == "error"
+    assert okx.Okx().control(error) == "error"
     notice = {
         "event": "notice",
         "code": "64008",
         "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
         "connId": "a4d3ae55",
     }
-    assert okx.control(notice) == "reconnect"
-    assert okx.control(orjson.dumps(notice)) == "reconnect"
-    assert okx.control(OKX_PUSH) is None
-    assert okx.control(orjson.loads(OKX_PUSH)) is None
+    assert okx.Okx().control(notice) == "reconnect"
+    assert okx.Okx().control(orjson.dumps(notice)) == "reconnect"
+    assert okx.Okx().control(OKX_PUSH) is None
+    assert okx.Okx().control(orjson.loads(OKX_PUSH)) is None
 
 
 def _okx_item(**changes: Any) -> dict[str, Any]:
@@ -345,20 +345,20 @@ def _okx_item(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_okx_malformed_frames(frame: Any, reason: str) -> None:
-    assert reason_of(okx, frame) == reason
+    assert reason_of(okx.Okx(), frame) == reason
 
 
 def test_okx_instrument_of_the_arg_when_the_item_has_none() -> None:
     frame = orjson.loads(OKX_PUSH)
     del frame["data"][0]["instId"]
-    assert okx.parse_frame(frame)[0].symbol == "BTCUSDT"
+    assert okx.Okx().parse_frame(frame)[0].symbol == "BTCUSDT"
 
 
 def test_okx_subscription_messages() -> None:
-    assert okx.subscribe_messages(["BTCUSDT"]) == [
+    assert okx.Okx().subscribe_messages(["BTCUSDT"]) == [
         '{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}'
     ]
-    messages = okx.subscribe_messages(["BTCUSDT", "btc-usdt", "ETHBTC", "BTC-USDT-SWAP"])
+    messages = okx.Okx().subscribe_messages(["BTCUSDT", "btc-usdt", "ETHBTC", "BTC-USDT-SWAP"])
     assert [json.loads(m) for m in messages] == [
         {
             "op": "subscribe",
@@ -369,7 +369,7 @@ def test_okx_subscription_messages() -> None:
             ],
         }
     ]
-    many = okx.subscribe_messages([f"C{i}USDT" for i in range(250)])
+    many = okx.Okx().subscribe_messages([f"C{i}USDT" for i in range(250)])
     assert [len(json.loads(m)["args"]) for m in many] == [100, 100, 50]
     assert all(len(m.encode()) < 64 * 1024 for m in many)  # OKX's request size limit
 
@@ -378,7 +378,7 @@ def test_okx_subscription_matches_the_recorded_client() -> None:
     """The recorded client subscribed with the same argument shape (``channel`` + ``instId``)."""
     recorded = json.loads(cryptofeed_sent(OKX_FILE)[-1])
     wanted = [a for a in recorded["args"] if a["channel"] == "trades"]
-    (ours,) = okx.subscribe_messages([a["instId"] for a in wanted])
+    (ours,) = okx.Okx().subscribe_messages([a["instId"] for a in wanted])
     assert json.loads(ours) == {"op": "subscribe", "args": wanted}
 
 
@@ -401,19 +401,19 @@ def test_okx_subscription_matches_the_recorded_client() -> None:
     ],
 )
 def test_okx_native_symbol(symbol: str, native: str) -> None:
-    assert okx.native_symbol(symbol) == native
-    assert normalize_symbol(okx.native_symbol(symbol)) == normalize_symbol(symbol)
+    assert okx.Okx().native_symbol(symbol) == native
+    assert normalize_symbol(okx.Okx().native_symbol(symbol)) == normalize_symbol(symbol)
 
 
 @pytest.mark.parametrize("instrument", ["BTC-USDT", "ETH-BTC", "USDC-USDT", "SOL-USDC", "OKB-USD"])
 def test_okx_native_symbol_round_trips(instrument: str) -> None:
-    assert okx.native_symbol(normalize_symbol(instrument)) == instrument
+    assert okx.Okx().native_symbol(normalize_symbol(instrument)) == instrument
 
 
 @pytest.mark.parametrize("symbol", ["FOOBAR", "USDT", "BTC--USDT", "-BTC"])
 def test_okx_unknown_quote_is_a_configuration_error(symbol: str) -> None:
     with pytest.raises(ConfigError, match=r"BASE-QUOTE|empty part"):
-        okx.native_symbol(symbol)
+        okx.Okx().native_symbol(symbol)
 
 
 # =========================================================================== Coinbase
@@ -433,7 +433,7 @@ def coinbase_raw() -> tuple[tuple[float, dict[str, Any]], ...]:
 
 
 def test_coinbase_recording_yields_every_match_and_last_match() -> None:
-    trades = parse_recording(coinbase, COINBASE_FILE)
+    trades = parse_recording(coinbase.Coinbase(), COINBASE_FILE)
     kinds = Counter(obj["type"] for _, obj in coinbase_raw())
     assert (kinds["match"], kinds["last_match"]) == (97, 10)  # the manifest's counts
     raw = [(r, o) for r, o in coinbase_raw() if o["type"] in ("match", "last_match")]
@@ -459,7 +459,7 @@ def test_coinbase_match_side_is_the_makers_the_ticker_side_the_takers() -> None:
     compared = 0
     for _, obj in coinbase_raw():
         if obj["type"] in ("match", "last_match"):
-            (trade,) = coinbase.parse_frame(obj)
+            (trade,) = coinbase.Coinbase().parse_frame(obj)
             taker = ticker_side.get((obj["product_id"], obj["trade_id"]))
             if taker is not None:
                 assert obj["side"] != taker
@@ -470,7 +470,7 @@ def test_coinbase_match_side_is_the_makers_the_ticker_side_the_takers() -> None:
 
 def test_coinbase_recorded_ids_are_consecutive_per_product() -> None:
     ids: dict[str, list[int]] = defaultdict(list)
-    for trade in parse_recording(coinbase, COINBASE_FILE):
+    for trade in parse_recording(coinbase.Coinbase(), COINBASE_FILE):
         ids[trade.symbol].append(int(trade.id))
     assert len(ids) == 10
     for run in ids.values():
@@ -481,8 +481,8 @@ def test_coinbase_every_other_recorded_frame_yields_nothing_and_acks_are_labelle
     labels: Counter[str | None] = Counter()
     for _, raw in cryptofeed_messages(COINBASE_FILE):
         if json.loads(raw)["type"] not in ("match", "last_match"):
-            assert coinbase.parse_frame(raw) == []
-        labels[coinbase.control(raw)] += 1
+            assert coinbase.Coinbase().parse_frame(raw) == []
+        labels[coinbase.Coinbase().control(raw)] += 1
     assert labels == Counter({None: len(cryptofeed_messages(COINBASE_FILE)) - 3, "subscribed": 3})
 
 
@@ -497,11 +497,13 @@ def test_coinbase_frame_from_docstring() -> None:
         ts_ms=1618677817089,
         recv_ms=1618677817129,
     )
-    assert coinbase.parse_frame(COINBASE_MATCH, 1618677817129) == [expected]
-    assert coinbase.parse_frame(COINBASE_MATCH.decode(), 1618677817129) == [expected]
-    assert coinbase.parse_frame(orjson.loads(COINBASE_MATCH), 1618677817129) == [expected]
+    assert coinbase.Coinbase().parse_frame(COINBASE_MATCH, 1618677817129) == [expected]
+    assert coinbase.Coinbase().parse_frame(COINBASE_MATCH.decode(), 1618677817129) == [expected]
+    assert coinbase.Coinbase().parse_frame(orjson.loads(COINBASE_MATCH), 1618677817129) == [
+        expected
+    ]
     last = orjson.loads(COINBASE_MATCH) | {"type": "last_match"}
-    assert coinbase.parse_frame(last, 1618677817129) == [expected]
+    assert coinbase.Coinbase().parse_frame(last, 1618677817129) == [expected]
 
 
 @pytest.mark.parametrize(
@@ -529,7 +531,7 @@ def test_coinbase_iso_times_convert_exactly(text: str, ms: int) -> None:
 )
 def test_coinbase_bad_iso_times(text: str) -> None:
     frame = orjson.loads(COINBASE_MATCH) | {"time": text}
-    assert reason_of(coinbase, frame) == "bad_timestamp"
+    assert reason_of(coinbase.Coinbase(), frame) == "bad_timestamp"
 
 
 @pytest.mark.parametrize(
@@ -544,16 +546,18 @@ def test_coinbase_bad_iso_times(text: str) -> None:
     ],
 )
 def test_coinbase_non_trade_messages_yield_nothing(frame: dict[str, Any]) -> None:
-    assert coinbase.parse_frame(frame) == []
-    assert coinbase.parse_frame(orjson.dumps(frame)) == []
+    assert coinbase.Coinbase().parse_frame(frame) == []
+    assert coinbase.Coinbase().parse_frame(orjson.dumps(frame)) == []
 
 
 def test_coinbase_control_labels() -> None:
-    assert coinbase.control(b'{"type":"subscriptions","channels":[]}') == "subscribed"
-    assert coinbase.control('{"type":"error","message":"Failed to subscribe"}') == "error"
-    assert coinbase.control({"type": "heartbeat", "last_trade_id": 20}) == "heartbeat"
-    assert coinbase.control(COINBASE_MATCH) is None
-    assert coinbase.control(orjson.loads(COINBASE_MATCH)) is None
+    assert coinbase.Coinbase().control(b'{"type":"subscriptions","channels":[]}') == "subscribed"
+    assert (
+        coinbase.Coinbase().control('{"type":"error","message":"Failed to subscribe"}') == "error"
+    )
+    assert coinbase.Coinbase().control({"type": "heartbeat", "last_trade_id": 20}) == "heartbeat"
+    assert coinbase.Coinbase().control(COINBASE_MATCH) is None
+    assert coinbase.Coinbase().control(orjson.loads(COINBASE_MATCH)) is None
 
 
 def _cb_match(**changes: Any) -> dict[str, Any]:
@@ -581,14 +585,14 @@ def _cb_match(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_coinbase_malformed_frames(frame: Any, reason: str) -> None:
-    assert reason_of(coinbase, frame) == reason
+    assert reason_of(coinbase.Coinbase(), frame) == reason
 
 
 def test_coinbase_subscription_messages() -> None:
-    assert coinbase.subscribe_messages(["BTCUSD"]) == [
+    assert coinbase.Coinbase().subscribe_messages(["BTCUSD"]) == [
         '{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches"]}'
     ]
-    (message,) = coinbase.subscribe_messages(["BTCUSD", "btc-usd", "ETHBTC", "SKL-GBP"])
+    (message,) = coinbase.Coinbase().subscribe_messages(["BTCUSD", "btc-usd", "ETHBTC", "SKL-GBP"])
     assert json.loads(message)["product_ids"] == ["BTC-USD", "ETH-BTC", "SKL-GBP"]
 
 
@@ -596,9 +600,11 @@ def test_coinbase_subscription_equals_the_recorded_client_byte_for_byte() -> Non
     recorded = [s for s in cryptofeed_sent(COINBASE_FILE) if b'"matches"' in s]
     (frame,) = recorded
     products = json.loads(frame)["product_ids"]
-    assert coinbase.subscribe_messages(products) == [frame.decode()]
+    assert coinbase.Coinbase().subscribe_messages(products) == [frame.decode()]
     normalized = [normalize_symbol(p) for p in products]
-    assert coinbase.subscribe_messages(normalized) == [frame.decode()]  # via the quote split
+    assert coinbase.Coinbase().subscribe_messages(normalized) == [
+        frame.decode()
+    ]  # via the quote split
 
 
 @pytest.mark.parametrize(
@@ -616,13 +622,13 @@ def test_coinbase_subscription_equals_the_recorded_client_byte_for_byte() -> Non
     ],
 )
 def test_coinbase_native_symbol(symbol: str, native: str) -> None:
-    assert coinbase.native_symbol(symbol) == native
-    assert coinbase.native_symbol(normalize_symbol(native)) == native  # round trip
+    assert coinbase.Coinbase().native_symbol(symbol) == native
+    assert coinbase.Coinbase().native_symbol(normalize_symbol(native)) == native  # round trip
 
 
 def test_coinbase_unknown_quote_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="BASE-QUOTE"):
-        coinbase.native_symbol("FOOBAR")
+        coinbase.Coinbase().native_symbol("FOOBAR")
 
 
 # =========================================================================== Bybit
@@ -659,9 +665,9 @@ def test_bybit_v5_documented_frame() -> None:
         ts_ms=1672304486865,  # T, the fill time — not the message time ts
         recv_ms=1672304486900,
     )
-    assert bybit.parse_frame(BYBIT_V5, recv_ms=1672304486900) == [expected]
-    assert bybit.parse_frame(orjson.dumps(BYBIT_V5), 1672304486900) == [expected]
-    assert bybit.parse_frame(orjson.dumps(BYBIT_V5).decode(), 1672304486900) == [expected]
+    assert bybit.Bybit().parse_frame(BYBIT_V5, recv_ms=1672304486900) == [expected]
+    assert bybit.Bybit().parse_frame(orjson.dumps(BYBIT_V5), 1672304486900) == [expected]
+    assert bybit.Bybit().parse_frame(orjson.dumps(BYBIT_V5).decode(), 1672304486900) == [expected]
 
 
 def test_bybit_v5_several_trades_in_order_with_both_sides() -> None:
@@ -671,7 +677,7 @@ def test_bybit_v5_several_trades_in_order_with_both_sides() -> None:
         base | {"T": 1672304486866, "S": "Sell", "i": "2290000000036455162", "p": "16578.00"},
         base | {"T": "1672304486867", "BT": True, "i": "2290000000036455163", "seq": 1783284617},
     ]
-    trades = bybit.parse_frame(BYBIT_V5 | {"data": data})
+    trades = bybit.Bybit().parse_frame(BYBIT_V5 | {"data": data})
     assert [t.side for t in trades] == ["buy", "sell", "buy"]
     assert [t.ts_ms for t in trades] == [1672304486865, 1672304486866, 1672304486867]
     assert [t.id for t in trades][1:] == ["2290000000036455162", "2290000000036455163"]
@@ -690,7 +696,7 @@ def bybit_legacy_raw(name: str) -> tuple[tuple[float, dict[str, Any]], ...]:
 
 @pytest.mark.parametrize(("name", "count"), [("BYBIT.ws.25.0", 101), ("BYBIT.ws.26.0", 150)])
 def test_bybit_legacy_recordings_yield_every_trade(name: str, count: int) -> None:
-    trades = parse_recording(bybit, name)
+    trades = parse_recording(bybit.Bybit(), name)
     raw = bybit_legacy_raw(name)
     assert len(trades) == len(raw) == count
     for trade, (recv_s, item) in zip(trades, raw, strict=True):
@@ -714,7 +720,7 @@ def test_bybit_legacy_side_is_the_takers() -> None:
     agree = total = 0
     for name in BYBIT_LEGACY_FILES:
         for trade, (_, item) in zip(
-            parse_recording(bybit, name), bybit_legacy_raw(name), strict=True
+            parse_recording(bybit.Bybit(), name), bybit_legacy_raw(name), strict=True
         ):
             up = item["tick_direction"] in ("PlusTick", "ZeroPlusTick")
             agree += (trade.side == "buy") == up
@@ -727,8 +733,8 @@ def test_bybit_legacy_acks_are_labelled_and_other_frames_yield_nothing() -> None
         labels: Counter[str | None] = Counter()
         for _, raw in cryptofeed_messages(name):
             if not str(json.loads(raw).get("topic", "")).startswith("trade."):
-                assert bybit.parse_frame(raw) == []
-            labels[bybit.control(raw)] += 1
+                assert bybit.Bybit().parse_frame(raw) == []
+            labels[bybit.Bybit().control(raw)] += 1
         assert labels == Counter({None: len(cryptofeed_messages(name)) - acks, "subscribed": acks})
 
 
@@ -778,10 +784,10 @@ def test_bybit_legacy_acks_are_labelled_and_other_frames_yield_nothing() -> None
     ],
 )
 def test_bybit_control_labels(frame: dict[str, Any], label: str | None) -> None:
-    assert bybit.control(frame) == label
-    assert bybit.control(orjson.dumps(frame)) == label
+    assert bybit.Bybit().control(frame) == label
+    assert bybit.Bybit().control(orjson.dumps(frame)) == label
     if label is not None:
-        assert bybit.parse_frame(frame) == []
+        assert bybit.Bybit().parse_frame(frame) == []
 
 
 def _bybit_item(**changes: Any) -> dict[str, Any]:
@@ -811,30 +817,30 @@ def _bybit_item(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_bybit_malformed_frames(frame: Any, reason: str) -> None:
-    assert reason_of(bybit, frame) == reason
+    assert reason_of(bybit.Bybit(), frame) == reason
 
 
 def test_bybit_symbol_of_the_topic_when_the_item_has_none() -> None:
-    assert bybit.parse_frame(_bybit_item(s=...))[0].symbol == "BTCUSDT"
+    assert bybit.Bybit().parse_frame(_bybit_item(s=...))[0].symbol == "BTCUSDT"
 
 
 def test_bybit_subscription_messages() -> None:
-    assert bybit.subscribe_messages(["BTCUSDT"]) == [
+    assert bybit.Bybit().subscribe_messages(["BTCUSDT"]) == [
         '{"op":"subscribe","args":["publicTrade.BTCUSDT"]}'
     ]
-    many = bybit.subscribe_messages([f"C{i}USDT" for i in range(23)] + ["c0usdt"])
+    many = bybit.Bybit().subscribe_messages([f"C{i}USDT" for i in range(23)] + ["c0usdt"])
     assert [len(json.loads(m)["args"]) for m in many] == [10, 10, 3]  # ≤ 10 args on spot
     args = [a for m in many for a in json.loads(m)["args"]]
     assert len(set(args)) == len(args) == 23  # "c0usdt" is C0USDT again
-    widest = [f"{'X' * 12}{i:04d}USDT" for i in range(bybit.MAX_SYMBOLS_PER_CONNECTION)]
-    topics = [a for m in bybit.subscribe_messages(widest) for a in json.loads(m)["args"]]
+    widest = [f"{'X' * 12}{i:04d}USDT" for i in range(bybit.Bybit.max_symbols_per_connection)]
+    topics = [a for m in bybit.Bybit().subscribe_messages(widest) for a in json.loads(m)["args"]]
     assert len(json.dumps(topics)) < 21_000  # Bybit's args budget per public connection
 
 
 def test_bybit_subscription_has_the_recorded_client_shape() -> None:
     recorded = json.loads(cryptofeed_sent("BYBIT.ws.25.0")[0])
     assert recorded == {"op": "subscribe", "args": ["trade.BCHUSDT"]}
-    (ours,) = bybit.subscribe_messages(["BCHUSDT"])
+    (ours,) = bybit.Bybit().subscribe_messages(["BCHUSDT"])
     assert json.loads(ours) == recorded | {"args": ["publicTrade.BCHUSDT"]}  # v5 topic name
 
 
@@ -848,8 +854,8 @@ def test_bybit_subscription_has_the_recorded_client_shape() -> None:
     ],
 )
 def test_bybit_native_symbol(symbol: str, native: str) -> None:
-    assert bybit.native_symbol(symbol) == native
-    assert bybit.native_symbol(native) == native
+    assert bybit.Bybit().native_symbol(symbol) == native
+    assert bybit.Bybit().native_symbol(native) == native
 
 
 # =========================================================================== Finnhub
@@ -877,7 +883,8 @@ def binance_spot_trades() -> tuple[tuple[Decimal, Decimal, int], ...]:
 def test_finnhub_derived_recording_equals_the_binance_trades() -> None:
     lines = finnhub_lines()
     assert len(lines) == 932
-    trades = [t for line in lines for t in finnhub.parse_frame(line, recv_ms=1723161256000)]
+    parser = finnhub.Finnhub()
+    trades = [t for line in lines for t in parser.parse_frame(line, recv_ms=1723161256000)]
     assert len(trades) == sum(len(json.loads(line)["data"]) for line in lines) == 9757
     ours = Counter((Decimal(t.price), Decimal(t.qty), t.ts_ms) for t in trades)
     assert ours == Counter(binance_spot_trades())
@@ -887,24 +894,28 @@ def test_finnhub_derived_recording_equals_the_binance_trades() -> None:
 
 
 def test_finnhub_fields_map_from_raw_messages() -> None:
+    parser = finnhub.Finnhub()
+    seen: Counter[tuple[str, int]] = Counter()
     for line in finnhub_lines()[:200]:
         items = json.loads(line)["data"]
-        trades = finnhub.parse_frame(line)
+        trades = parser.parse_frame(line)
         assert len(trades) == len(items)
-        for index, (trade, item) in enumerate(zip(trades, items, strict=True)):
+        for trade, item in zip(trades, items, strict=True):
             assert trade.ts_ms == item["t"]
             assert Decimal(trade.price) == Decimal(repr(item["p"]))
             assert Decimal(trade.qty) == Decimal(repr(item["v"]))
             assert "e" not in trade.qty.lower()  # a plain decimal string, never 9e-05
-            assert trade.id.startswith(f"{item['t']}-{index}-")
+            # The n-th trade of this symbol and millisecond on the connection, from 0.
+            assert trade.id == f"{item['t']}-{seen[(item['s'], item['t'])]}"
+            seen[(item["s"], item["t"])] += 1
 
 
 def test_finnhub_first_message_from_docstring() -> None:
-    (trade,) = finnhub.parse_frame(finnhub_lines()[0])
+    (trade,) = finnhub.Finnhub().parse_frame(finnhub_lines()[0])
     assert trade == Trade(
         venue="finnhub",
         symbol="BINANCE:BTCUSDT",
-        id="1723161255342-0-e60d0af2bbc8",
+        id="1723161255342-0",
         price="61837.63",
         qty="0.02",
         side=None,
@@ -912,15 +923,28 @@ def test_finnhub_first_message_from_docstring() -> None:
     )
 
 
-def test_finnhub_ids_are_deterministic_unique_per_message_not_across_messages() -> None:
+def test_finnhub_ids_are_unique_in_the_stream_and_the_same_when_it_is_read_again() -> None:
     lines = finnhub_lines()
-    first = [[t.id for t in finnhub.parse_frame(line)] for line in lines]
-    again = [[t.id for t in finnhub.parse_frame(orjson.loads(line))] for line in lines]
-    assert first == again
-    assert all(len(set(ids)) == len(ids) for ids in first)
-    everywhere = Counter(i for ids in first for i in ids)
-    # Identical trades at the same place of two messages share an id: 4 such pairs here.
-    assert (len(everywhere), sum(everywhere.values())) == (9753, 9757)
+    parser, again = finnhub.Finnhub(), finnhub.Finnhub()
+    first = [t.id for line in lines for t in parser.parse_frame(line)]
+    second = [t.id for line in lines for t in again.parse_frame(orjson.loads(line))]
+    assert first == second
+    # Identical trades in the same millisecond are real (4 pairs in this recording): each gets
+    # its own id, so deduplicating by id never drops one.
+    contents = Counter(
+        (item["t"], item["p"], item["v"]) for line in lines for item in json.loads(line)["data"]
+    )
+    assert sum(n - 1 for n in contents.values() if n > 1) >= 4
+    assert len(set(first)) == len(first) == 9757
+
+
+def test_finnhub_a_rejected_message_does_not_shift_later_ids() -> None:
+    good = {"type": "trade", "data": [{"p": 1.5, "s": "AAPL", "t": 1723161255342, "v": 3}]}
+    bad = {"type": "trade", "data": [good["data"][0], {"p": "x", "s": "AAPL", "t": 1, "v": 1}]}
+    parser = finnhub.Finnhub()
+    with pytest.raises(ParseError):
+        parser.parse_frame(bad)
+    assert [t.id for t in parser.parse_frame(good)] == ["1723161255342-0"]
 
 
 def test_finnhub_symbols_keep_their_exchange_prefix() -> None:
@@ -932,7 +956,7 @@ def test_finnhub_symbols_keep_their_exchange_prefix() -> None:
             {"c": ["1", "12"], "p": 129.58, "s": "AAPL", "t": 1672348887666, "v": 1},
         ],
     }
-    assert [t.symbol for t in finnhub.parse_frame(frame)] == [
+    assert [t.symbol for t in finnhub.Finnhub().parse_frame(frame)] == [
         "BINANCE:BTCUSDT",
         "OANDA:EURUSD",
         "AAPL",
@@ -948,8 +972,8 @@ def test_finnhub_price_updates_without_volume_are_not_trades() -> None:
             {"c": None, "p": 1.2, "s": "OANDA:EUR_USD", "t": 1723161255344, "v": 5},
         ],
     }
-    (trade,) = finnhub.parse_frame(frame)
-    assert (trade.price, trade.qty, trade.id.split("-")[1]) == ("1.2", "5", "2")
+    (trade,) = finnhub.Finnhub().parse_frame(frame)
+    assert (trade.price, trade.qty, trade.id) == ("1.2", "5", "1723161255344-0")
 
 
 @pytest.mark.parametrize(
@@ -962,16 +986,16 @@ def test_finnhub_price_updates_without_volume_are_not_trades() -> None:
     ],
 )
 def test_finnhub_non_trade_messages(frame: dict[str, Any], label: str | None) -> None:
-    assert finnhub.parse_frame(frame) == []
-    assert finnhub.parse_frame(orjson.dumps(frame)) == []
-    assert finnhub.control(frame) == label
-    assert finnhub.control(orjson.dumps(frame)) == label
-    assert finnhub.control(orjson.dumps(frame).decode()) == label
+    assert finnhub.Finnhub().parse_frame(frame) == []
+    assert finnhub.Finnhub().parse_frame(orjson.dumps(frame)) == []
+    assert finnhub.Finnhub().control(frame) == label
+    assert finnhub.Finnhub().control(orjson.dumps(frame)) == label
+    assert finnhub.Finnhub().control(orjson.dumps(frame).decode()) == label
 
 
 def test_finnhub_trade_messages_are_not_control() -> None:
-    assert finnhub.control(finnhub_lines()[0]) is None
-    assert finnhub.control(json.loads(finnhub_lines()[0])) is None
+    assert finnhub.Finnhub().control(finnhub_lines()[0]) is None
+    assert finnhub.Finnhub().control(json.loads(finnhub_lines()[0])) is None
 
 
 def _fh(**changes: Any) -> dict[str, Any]:
@@ -1000,17 +1024,17 @@ def _fh(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_finnhub_malformed_messages(frame: Any, reason: str) -> None:
-    assert reason_of(finnhub, frame) == reason
+    assert reason_of(finnhub.Finnhub(), frame) == reason
 
 
 def test_finnhub_subscriptions_and_symbols_pass_through() -> None:
-    assert finnhub.subscribe_messages(["BINANCE:BTCUSDT", "AAPL", " AAPL "]) == [
+    assert finnhub.Finnhub().subscribe_messages(["BINANCE:BTCUSDT", "AAPL", " AAPL "]) == [
         '{"type":"subscribe","symbol":"BINANCE:BTCUSDT"}',
         '{"type":"subscribe","symbol":"AAPL"}',
     ]
     for symbol in ("BINANCE:BTCUSDT", "AAPL", "OANDA:EUR_USD", "BRK.B"):
-        assert finnhub.native_symbol(symbol) == symbol
-        assert finnhub.native_symbol(f"  {symbol} ") == symbol
+        assert finnhub.Finnhub().native_symbol(symbol) == symbol
+        assert finnhub.Finnhub().native_symbol(f"  {symbol} ") == symbol
 
 
 # =========================================================================== properties
@@ -1051,30 +1075,30 @@ VALID_FRAMES: dict[str, tuple[dict[str, Any], tuple[Any, ...]]] = {
     "finnhub": (_fh(), ("data", 0)),
 }
 MODULE_OF = {
-    "okx": okx,
-    "coinbase": coinbase,
-    "bybit": bybit,
-    "bybit-legacy": bybit,
-    "finnhub": finnhub,
+    "okx": okx.Okx(),
+    "coinbase": coinbase.Coinbase(),
+    "bybit": bybit.Bybit(),
+    "bybit-legacy": bybit.Bybit(),
+    "finnhub": finnhub.Finnhub(),
 }
 
 
-def _only_parse_errors(module: ModuleType, frame: Any) -> None:
+def _only_parse_errors(module: Venue, frame: Any) -> None:
     try:
         trades = module.parse_frame(frame)
     except ParseError as exc:
         assert exc.reason in REASONS
     else:
         assert isinstance(trades, list)
-        assert all(isinstance(t, Trade) and t.venue == module.VENUE for t in trades)
+        assert all(isinstance(t, Trade) and t.venue == module.name for t in trades)
     label = module.control(frame)
     assert label is None or isinstance(label, str)
 
 
-@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.VENUE)
+@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.name)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=json_values)
-def test_arbitrary_json_raises_nothing_but_parse_errors(module: ModuleType, value: Any) -> None:
+def test_arbitrary_json_raises_nothing_but_parse_errors(module: Venue, value: Any) -> None:
     _only_parse_errors(module, value)
     try:
         text = json.dumps(value)
@@ -1084,10 +1108,10 @@ def test_arbitrary_json_raises_nothing_but_parse_errors(module: ModuleType, valu
     _only_parse_errors(module, text.encode())
 
 
-@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.VENUE)
+@pytest.mark.parametrize("module", VENUE_MODULES, ids=lambda m: m.name)
 @settings(max_examples=100, deadline=None)
 @given(raw=st.binary(max_size=64) | st.text(max_size=64))
-def test_arbitrary_bytes_raise_nothing_but_parse_errors(module: ModuleType, raw: Any) -> None:
+def test_arbitrary_bytes_raise_nothing_but_parse_errors(module: Venue, raw: Any) -> None:
     _only_parse_errors(module, raw)
 
 

@@ -8,10 +8,11 @@ from functools import cache
 
 import pytest
 
+from candlewax.codec import Alert, Trade
+from candlewax.codec.columns import decode_batch
 from candlewax.errors import ConfigError
-from candlewax.records import Alert, Trade
 from connectors.replay import iter_file
-from flows.barmath import BarState, decode_batch
+from flows.barmath import BarState
 from flows.volatility import AlertRules, VolatilityState
 from tests.conftest import BTCUSDT_GZ
 from tests.reference import reference_bars, reference_range_alerts
@@ -32,7 +33,8 @@ def detect(
         result = bars.step(decode_batch(values[i : i + batch]).rows)
         out += vol.on_trades(result.on_time) + vol.on_closed(result.closed)
         vol.expire(bars.watermark_ms)
-    out += vol.on_closed(bars.flush())
+    flushed = bars.flush()
+    out += vol.on_trades(flushed.on_time) + vol.on_closed(flushed.closed)
     return out
 
 
