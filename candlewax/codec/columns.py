@@ -176,7 +176,8 @@ def _fast_rows(values: list[bytes | None], offsets: list[int]) -> tuple[pl.DataF
                 .str.split("\n"),
             )
             .explode("item")
-            .filter(pl.col("item") != "")  # "[]": a message without trades
+            # "[]" is a message without trades; an empty message is not ("" is no JSON).
+            .filter(pl.col("n").is_null() | (pl.col("item") != ""))
             .with_columns(ok=pl.col("n").fill_null(1) <= MAX_ARRAY_ITEMS)
             .drop("n")
         )

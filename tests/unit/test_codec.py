@@ -457,3 +457,12 @@ def test_frame_encoding_never_injects_members() -> None:
     (value,) = trade_messages(frame)
     assert json.loads(value)["venue"] == 'binance","symbol":"ETHUSDT'
     assert reason(value) == "bad_name"
+
+
+def test_an_empty_message_is_rejected_whatever_else_is_in_its_batch() -> None:
+    """Found by the fuzz campaign: next to an array message, an empty message was dropped
+    without a dead letter (the empty item of "[]" is no trade; an empty message is no JSON)."""
+    good = orjson.dumps(GOOD)
+    for batch in ([b""], [b"[]", b""], [b"[" + good + b"]", b"", b"[]"]):
+        decoded = decode_batch(batch)  # type: ignore[arg-type]
+        assert [(i, r.reason) for i, r in decoded.rejected] == [(batch.index(b""), "json")]
