@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaError, KafkaException
 
 from candlewax import __version__, metrics
 from candlewax.broker import ENGINES, EmbeddedBroker, die_with_parent, free_port, wait_for_broker
 from candlewax.codec import DeadLetter, Trade
 from candlewax.errors import BrokerError, CandlewaxError, ConfigError
-from candlewax.kafka import end_offsets
-from candlewax.logs import setup_logging
+from candlewax.kafka import check_properties, end_offsets
+from candlewax.logs import SECRETS, setup_logging
 from candlewax.settings import Settings, env_secret
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES, ensure_topics
 
@@ -67,6 +68,7 @@ def _require_broker(settings: Settings) -> Settings:
             "no Kafka to talk to: pass --bootstrap-servers HOST:PORT or set "
             "CANDLEWAX_BOOTSTRAP_SERVERS (start a local one with `candlewax broker`)"
         )
+    check_properties(settings.kafka)
     wait_for_broker(settings.bootstrap_servers)
     return settings
 
@@ -88,10 +90,11 @@ def _stop_on_signals() -> threading.Event:
 def _replay_items(
     path: str, venue: str | None, fmt: str | None
 ) -> Iterator[tuple[int, list[Trade], list[DeadLetter]]]:
+    """The items of a replay file; a missing file or unknown format fails here, at once."""
     from connectors.replay import iter_file
 
-    for item in iter_file(path, venue=venue, fmt=fmt):
-        yield item.recv_ms, item.trades, item.rejected
+    items = iter_file(path, venue=venue, fmt=fmt)
+    return ((item.recv_ms, item.trades, item.rejected) for item in items)
 
 
 def _synthetic_items(
@@ -329,8 +332,14 @@ def cmd_recovery_init(args: argparse.Namespace) -> int:
             )
         print(f"{directory}: recovery store of {len(existing)} partition(s) already there")
         return 0
-    directory.mkdir(parents=True, exist_ok=True)
-    init_db_dir(directory, args.partitions)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        init_db_dir(directory, args.partitions)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the recovery store in {directory}: {exc.strerror or exc}; "
+            "choose another directory"
+        ) from None
     print(f"{directory}: recovery store of {args.partitions} partition(s) created")
     return 0
 
@@ -346,8 +355,11 @@ def cmd_flow(args: argparse.Namespace) -> int:
             f"`candlewax recovery init {args.recovery_dir}`"
         )
 
+    from sinks.parquet import check_writable
+
     settings = _settings(args, exit_when_done=args.exit_when_done or None)
     AlertRules.parse(settings.alerts)  # bad rules fail here, not inside the dataflow
+    check_writable(settings.data_dir)  # at start, not at the first Parquet write
     settings = _require_broker(settings)
     ensure_topics(settings)
     env = _flow_env(settings, settings.metrics_port, args.bytewax_api_port)
@@ -370,8 +382,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.alerts:
         extra["alerts"] = args.alerts
     settings = _settings(args, **extra)
+    from sinks.parquet import check_writable
+
     AlertRules.parse(settings.alerts)  # bad rules fail before any reading
     between = (parse_time(args.from_time), parse_time(args.to_time))
+    if between[0] >= between[1]:
+        raise ConfigError(f"--from {args.from_time} is not before --to {args.to_time}")
+    check_writable(args.out)
     symbols = (
         frozenset(s.strip().upper() for s in args.symbols.split(",") if s.strip())
         if args.symbols
@@ -479,6 +496,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         exit_when_done=args.exit_when_done or None,
         partitions=args.partitions,
     )
+    from sinks.parquet import check_writable
+
+    check_writable(settings.data_dir)
+    items = _replay_items(args.replay, args.venue, None) if args.replay else None
+    check_properties(settings.kafka)
     try:
         if not settings.bootstrap_servers:
             broker = EmbeddedBroker(args.engine)
@@ -508,8 +530,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 else "console only (set TELEGRAM_BOT_TOKEN + TELEGRAM_CHAT_ID or WECOM_WEBHOOK_KEY to send)"
             ),
         ]
-        if args.replay:
-            items = _replay_items(args.replay, args.venue, None)
+        if items is not None:
             speed = args.speed if args.speed is not None else 0.0
         else:
             start_ms = int(time.time() * 1000)
@@ -519,16 +540,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             speed = 1.0 if paced else 0.0
         published: list[Any] = []
-        publisher = threading.Thread(
-            target=lambda: published.append(_publish(settings, items, speed, 0, 1, stop)),
-            name="publisher",
-            daemon=True,
-        )
+        failed: list[BaseException] = []
+
+        def publish_all() -> None:
+            try:
+                published.append(_publish(settings, items, speed, 0, 1, stop))
+            except BaseException as exc:  # said in the main thread, never a thread traceback
+                failed.append(exc)
+                stop.set()
+
+        publisher = threading.Thread(target=publish_all, name="publisher", daemon=True)
         publisher.start()
         if settings.exit_when_done:
             # Finite input: publish everything first, so end-of-partition means end of input.
             while publisher.is_alive() and not stop.is_set():
                 publisher.join(0.2)
+            _raise_first(failed)
             if stop.is_set():
                 return 130
         board = start_board(
@@ -567,6 +594,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 deadline = time.monotonic() + 120
                 while not notifier.caught_up(ends) and time.monotonic() < deadline:
                     time.sleep(0.1)
+        _raise_first(failed)
         stats = published[0] if published else None
         redraw(board.render(header))
         if stats is not None:
@@ -585,6 +613,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             notifier.thread.join(timeout=30)  # it commits what it delivered before the broker goes
         if broker is not None:
             broker.stop()
+
+
+def _raise_first(failed: list[BaseException]) -> None:
+    if failed:
+        exc = failed[0]
+        if isinstance(exc, CandlewaxError):
+            raise exc
+        raise CandlewaxError(f"publishing the market failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _demo_notifier(settings: Settings, stop: threading.Event) -> Any:
@@ -802,10 +838,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CandlewaxError as exc:
-        print(f"candlewax: error: {exc}", file=sys.stderr)
+        _error(str(exc), args.log_level)
+        return 1
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if isinstance(err, KafkaError) else str(err)
+        _error(
+            f"Kafka: {text} (check --bootstrap-servers and the kafka properties)", args.log_level
+        )
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        _error(
+            f"internal error: {type(exc).__name__}: {exc} — please report it; "
+            "--log-level DEBUG shows the traceback",
+            args.log_level,
+        )
+        return 70
+
+
+def _error(message: str, level: str) -> None:
+    """One line on stderr, secrets masked; the traceback too at --log-level DEBUG."""
+    if level.upper() == "DEBUG":
+        log.debug("the error's traceback:", exc_info=True)
+    print(f"candlewax: error: {SECRETS.redact(message)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from candlewax import metrics
-from candlewax.errors import DeliveryError
+from candlewax.errors import ConfigError, DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,27 @@ def consumer_config(
     }
     conf.update(extra or {})
     return conf
+
+
+def check_properties(extra: Mapping[str, str]) -> None:
+    """Fail at start, in one clear line, on a Kafka property librdkafka does not know or whose
+    value it refuses — not as a traceback out of the first client made with it."""
+    if not extra:
+        return
+    base = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
+    for kind, make in (("producer", Producer), ("consumer", Consumer)):
+        conf = {**base, **extra, **({"group.id": "candlewax-check"} if kind == "consumer" else {})}
+        try:
+            client = make(conf)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else exc
+            text = err.str() if isinstance(err, KafkaError) else str(err)
+            raise ConfigError(
+                f"kafka property error: {text}; set them in [candlewax.kafka] or CANDLEWAX_KAFKA "
+                "(names and values: librdkafka's CONFIGURATION.md)"
+            ) from None
+        if kind == "consumer":
+            client.close()
 
 
 class TrackedProducer:

@@ -27,6 +27,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from candlewax.codec import MAX_TS_MS, MIN_TS_MS
 from candlewax.codec.columns import trade_messages
 from candlewax.errors import ConfigError
 from candlewax.kafka import consumer_config
@@ -363,8 +364,14 @@ def parse_time(text: str) -> int:
     from datetime import UTC, datetime
 
     text = text.strip()
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():
+        ms = int(text)
+        if not MIN_TS_MS <= ms < MAX_TS_MS:
+            raise ConfigError(
+                f"time {text!r} is not epoch milliseconds between 2000 and 2100 "
+                "(a year? write 2024-01-01T00:00:00Z)"
+            )
+        return ms
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

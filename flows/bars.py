@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,9 +42,9 @@ from candlewax.codec import (
     format_scaled,
 )
 from candlewax.codec.columns import bar_columns, bar_values, decode_batch
-from candlewax.errors import BrokerError
+from candlewax.errors import BrokerError, CandlewaxError
 from candlewax.kafka import consumer_config
-from candlewax.logs import setup_logging
+from candlewax.logs import SECRETS, setup_logging
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
 from flows.barmath import BarState, StepResult, TimeRules
@@ -510,12 +511,20 @@ def build_flow(
 
 def build() -> Dataflow:
     """Entry point of ``python -m bytewax.run "flows.bars:build()"``: settings from the
-    environment (``CANDLEWAX_*``, optional file in ``CANDLEWAX_CONFIG``), broker checked first."""
-    setup_logging(os.environ.get("CANDLEWAX_LOG_LEVEL", "INFO"))
-    settings = Settings.load(os.environ.get("CANDLEWAX_CONFIG") or None)
-    if not settings.bootstrap_servers:
-        raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")
-    check_writable(settings.data_dir)  # before anything is consumed, not at the first write
-    wait_for_broker(settings.bootstrap_servers)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
+    environment (``CANDLEWAX_*``, optional file in ``CANDLEWAX_CONFIG``), broker checked first.
+    An operator error ends the process with one line and exit code 1, as the CLI's do."""
+    level = os.environ.get("CANDLEWAX_LOG_LEVEL", "INFO")
+    setup_logging(level)
+    try:
+        settings = Settings.load(os.environ.get("CANDLEWAX_CONFIG") or None)
+        if not settings.bootstrap_servers:
+            raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")
+        check_writable(settings.data_dir)  # before anything is consumed, not at the first write
+        wait_for_broker(settings.bootstrap_servers)
+        metrics.serve(settings.metrics_host, settings.metrics_port)
+    except CandlewaxError as exc:
+        if level.upper() == "DEBUG":
+            log.debug("the error's traceback:", exc_info=True)
+        print(f"candlewax flow: error: {SECRETS.redact(str(exc))}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     return build_flow(settings)

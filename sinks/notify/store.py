@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from candlewax.errors import ConfigError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivered (
     alert_id TEXT NOT NULL,
@@ -30,12 +32,18 @@ class DeliveredStore:
 
     def __init__(self, path: Path | str, keep_days: float = 30.0) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                f"the notifier's state file {path} cannot be opened ({exc}): choose another "
+                "with --state-file or --data-dir"
+            ) from None
         self._lock = threading.Lock()
         self.keep_ms = int(keep_days * 86_400_000)
         self.prune()
