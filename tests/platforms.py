@@ -472,7 +472,8 @@ def sample_alerts(
         rule, interval, threshold = rules[i % 3]
         symbol = symbols[i % len(symbols)]
         # Each alert its own window (an alert is named by its window), aligned to its interval.
-        window = start_ms - start_ms % 3_600_000 + INTERVALS[interval] * (i + 1)
+        length = INTERVALS[interval]
+        window = (start_ms // length + i) * length
         value = str(float(threshold) * (1.2 if i % 4 else 2.5))
         out.append(
             Alert(

@@ -177,3 +177,155 @@ def test_banned_rest_is_counted_as_unrecovered_and_live_data_keeps_flowing(
     assert (stats.trades, stats.unrecovered, stats.backfilled) == (90, 1, 0)
     assert connector.rest is None  # 418: no more backfill requests from this process
     assert len(rest.requests) == 1
+
+
+def _frame_with(frame: str, **changes: object) -> str:
+    obj = orjson.loads(frame)
+    obj["data"].update(changes)
+    return orjson.dumps(obj).decode()
+
+
+def _run(connector: LiveConnector, stop: threading.Event, until: object, timeout: float = 60):
+    """Run the connector in a thread until ``until()`` holds (bounded by ``timeout``)."""
+    result: list = []
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            result.append(connector.run())
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=main)
+    runner.start()
+    deadline = time.monotonic() + timeout
+    while not until() and runner.is_alive() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.05)
+    stop.set()
+    runner.join(timeout=30)
+    return result, errors
+
+
+def _kafka_ids(settings: Settings) -> list[int]:
+    return [
+        int(r.id)
+        for *_, v in read_topic(settings.bootstrap_servers, settings.topic("trades"))
+        for r in decode_message(v)[0]
+        if isinstance(r, Trade)
+    ]
+
+
+def test_bad_frames_between_good_ones_are_dead_lettered_and_the_connection_goes_on(
+    settings: Settings,
+) -> None:
+    """Frames that used to kill the connection thread (an id "abc", a 5,000-digit price) and
+    one that used to poison the id sequence (an id of 10**18) sit between good frames: the
+    good trades reach Kafka exactly once, in order, over the one connection."""
+    frames, data = recorded()
+    bad = [
+        _frame_with(frames[0], t="abc"),
+        _frame_with(frames[0], t=data[99]["t"] + 1, p="9" * 5000),
+        _frame_with(frames[0], t=10**18),
+        "\x00not json at all",
+    ]
+
+    async def session(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[:100] + bad[:2] + frames[100:200] + bad[2:] + frames[200:300])
+        await hold(ws)
+
+    stop = threading.Event()
+    with WsServer([session]) as ws_server:
+        producer = TradeProducer(
+            settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+        )
+        connector = LiveConnector(
+            BINANCE, ["BTCUSDT"], producer, LiveOptions(ws_url=ws_server.url), stop
+        )
+        (stats,), errors = _run(connector, stop, lambda: connector.stats().trades >= 300)
+    assert not errors
+    assert _kafka_ids(settings) == [d["t"] for d in data[:300]]
+    assert (stats.connects, stats.reconnects, stats.crashes) == (1, {}, 0)
+    assert (stats.rejected, stats.implausible, stats.duplicates) == (3, 1, 0)
+    letters = sorted(
+        (d.reason, d.source["venue"])
+        for *_, v in read_topic(settings.bootstrap_servers, settings.topic("deadletter"))
+        for d in [DeadLetter.decode(v)]
+    )
+    assert letters == sorted(
+        [(r, "binance") for r in ("bad_type", "bad_decimal", "implausible_id", "json")]
+    )
+
+
+def test_a_crashing_connection_thread_is_restarted_and_backfills_what_it_missed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (simulated: the parser raises a RuntimeError on one frame) ends the session, not
+    the connector: the crash is counted, the connection comes back with backoff, and the trade
+    of that frame arrives over REST. Every trade once."""
+    from connectors.binance import Binance
+
+    frames, data = recorded()
+    rows = [
+        {"id": d["t"], "price": d["p"], "qty": d["q"], "quoteQty": "0", "time": d["T"],
+         "isBuyerMaker": d["m"], "isBestMatch": True}
+        for d in data
+    ]  # fmt: skip
+    rest = RestServer(rows)
+    rest.available_until = data[199]["t"]
+    poisoned = frames[50]
+    real_parse = Binance.parse_frame
+
+    def buggy(self: Binance, frame: object, recv_ms: int | None = None) -> list[Trade]:
+        text = frame.decode() if isinstance(frame, bytes) else frame
+        if text == poisoned:
+            raise RuntimeError("a bug in a parser")
+        return real_parse(self, frame, recv_ms)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Binance, "parse_frame", buggy)
+
+    async def first(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[:100])
+        await hold(ws)
+
+    async def second(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[100:200])
+        await hold(ws)
+
+    stop = threading.Event()
+    with WsServer([first, second]) as ws_server, rest:
+        producer = TradeProducer(
+            settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+        )
+        options = LiveOptions(ws_url=ws_server.url, rest_url=rest.url, backoff_initial_s=0.1)
+        connector = LiveConnector(BINANCE, ["BTCUSDT"], producer, options, stop)
+        (stats,), errors = _run(connector, stop, lambda: connector.stats().trades >= 200)
+    assert not errors
+    assert _kafka_ids(settings) == [d["t"] for d in data[:200]]
+    assert stats.crashes == 1 and stats.reconnects.get("crash", 0) == 0
+    assert stats.backfilled >= 50  # frames 50..99 of the crashed session came over REST
+
+
+def test_a_connector_that_cannot_recover_stops_with_an_error(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.binance import Binance
+
+    def broken(self: Binance, frame: object, recv_ms: int | None = None) -> list[Trade]:
+        raise RuntimeError("a bug in every frame")
+
+    monkeypatch.setattr(Binance, "parse_frame", broken)
+    frames, _ = recorded()
+
+    async def session(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[:5])
+        await hold(ws)
+
+    stop = threading.Event()
+    with WsServer([session]) as ws_server:
+        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        options = LiveOptions(ws_url=ws_server.url, backoff_initial_s=0.05, max_crashes=2)
+        connector = LiveConnector(BINANCE, ["BTCUSDT"], producer, options, stop)
+        result, errors = _run(connector, stop, lambda: False, timeout=30)
+    assert not result
+    (error,) = errors
+    assert "crashed 3 times" in str(error)
