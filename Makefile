@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CANDLEWAX_TEST_BROKERS ?= tansu,noida
 
-.PHONY: demo test lint tools format bench clean help
+.PHONY: demo test lint tools format bench fuzz clean help
 
 help:
 	@echo "make demo   - embedded broker + synthetic market + bars flow + live console"
 	@echo "make test   - lint + the whole test suite (unit, integration on tansu and noida, e2e)"
 	@echo "make bench  - throughput of the flow vs the raw consume+decode ceiling"
+	@echo "make fuzz   - the fuzz campaign: >= 100,000 mutants per decoder, with a report"
 
 $(STAMP): pyproject.toml
 	@py=""; for c in python3.12 python3.11 python3; do \
@@ -55,6 +56,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput $(ARGS)
+
+# The fuzz campaign of docs/reliability.md; `make test` runs it at 10,000 cases per decoder.
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.campaign --cases 100000 $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache .hypothesis
