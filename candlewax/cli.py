@@ -413,15 +413,27 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _tail(args: argparse.Namespace, topic_name: str) -> int:
     """Print a topic as JSON lines from the beginning until Ctrl-C (``--interval`` filters)."""
+    from candlewax.codec import Alert, Bar, ParseError
     from sinks.console import follow
 
     settings = _require_broker(_settings(args))
     stop = _stop_on_signals()
     wanted = set(args.interval or [])
+    decode = Bar.decode if topic_name == BARS else Alert.decode
+    skipped = 0
 
     def on_value(topic: str, value: bytes) -> None:
-        if not wanted or orjson.loads(value).get("interval") in wanted:
-            sys.stdout.write(value.decode() + "\n")
+        nonlocal skipped
+        try:
+            record = decode(value)
+        except ParseError as exc:  # counted; said once per 1,000, never a traceback
+            skipped += 1
+            if skipped % 1000 == 1:
+                print(f"candlewax: skipped {skipped} unreadable message(s) of {topic} "
+                      f"({exc.reason}: {exc.detail[:80]})", file=sys.stderr, flush=True)  # fmt: skip
+            return
+        if not wanted or record.interval in wanted:
+            sys.stdout.write(record.encode().decode() + "\n")
             sys.stdout.flush()
 
     follow(settings.bootstrap_servers, [settings.topic(topic_name)], on_value, stop)

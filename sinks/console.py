@@ -1,5 +1,8 @@
 """Console view of the ``bars`` topic: the live table of ``candlewax demo`` and ``candlewax bars
 tail``. It is an ordinary Kafka consumer, so it shows what any downstream consumer would see.
+
+Every message goes through the codec: an unreadable one is counted (``unreadable`` on the
+board) and skipped, never a reason for the view to stop.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
-import orjson
 from confluent_kafka import Consumer, KafkaError
 
+from candlewax.codec import Alert, Bar, ParseError, Trade, decode_message
 from candlewax.kafka import consumer_config
 
 
@@ -32,6 +35,8 @@ class BarBoard:
     trades: int = 0
     deadletters: int = 0
     alerts: int = 0
+    #: Messages of bars/trades/alerts the codec rejected (skipped).
+    unreadable: int = 0
     recent_alerts: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=6)
     )
@@ -40,29 +45,28 @@ class BarBoard:
 
     def add_alert(self, value: bytes) -> None:
         try:
-            obj = orjson.loads(value)
-            when = datetime.fromtimestamp(int(obj["ts_ms"]) / 1000, tz=UTC).strftime("%H:%M:%S")
-            line = f"{when} [{obj['severity']}] {obj['venue']}:{obj['symbol']} {obj['rule']} {obj['interval']}: {obj['text']}"
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            a = Alert.decode(value)
+        except ParseError:
+            with self.lock:
+                self.unreadable += 1
             return
+        when = datetime.fromtimestamp(a.ts_ms / 1000, tz=UTC).strftime("%H:%M:%S")
+        # Only the text of the alert is free text: printable characters of it, bounded.
+        text = "".join(c if c.isprintable() else "?" for c in a.text[:200])
+        line = f"{when} [{a.severity}] {a.venue}:{a.symbol} {a.rule} {a.interval}: {text}"
         with self.lock:
             self.alerts += 1
             self.recent_alerts.append(line)
 
     def add_trades(self, value: bytes) -> None:
-        try:
-            obj = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return  # the flow dead-letters it; the view just skips it
+        records, rejected = decode_message(value)  # the flow dead-letters what is bad
         with self.lock:
-            for t in obj if isinstance(obj, list) else [obj]:
-                if not isinstance(t, dict) or t.get("type") == "heartbeat":
+            self.unreadable += bool(rejected)
+            for t in records:
+                if not isinstance(t, Trade):
                     continue
-                try:
-                    price, qty, ts = float(t["price"]), float(t["qty"]), int(t["ts_ms"])
-                    key = (str(t["venue"]), str(t["symbol"]))
-                except (KeyError, TypeError, ValueError):
-                    continue
+                price, qty, ts = float(t.price), float(t.qty), t.ts_ms
+                key = (t.venue, t.symbol)
                 self.trades += 1
                 start = ts - ts % 60_000
                 bar = self.forming.get(key)
@@ -78,6 +82,15 @@ class BarBoard:
                 bar["close"] = price
                 bar["volume"] += qty
                 bar["trades"] += 1
+
+    def add_bar(self, value: bytes) -> None:
+        try:
+            bar = Bar.decode(value)
+        except ParseError:
+            with self.lock:
+                self.unreadable += 1
+            return
+        self.add(bar.to_dict())
 
     def add(self, bar: dict) -> None:
         with self.lock:
@@ -104,12 +117,12 @@ class BarBoard:
                     rows[key] = ("live", bar)
             shown = sorted(rows.items(), key=lambda kv: (-int(kv[1][1]["trades"]), kv[0]))
             counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items(), key=_by_len))
-            trades, dead = self.trades, self.deadletters
+            trades, dead, unreadable = self.trades, self.deadletters, self.unreadable
             n_alerts, recent = self.alerts, list(self.recent_alerts)
         lines = [
             *header,
             f"trades seen: {trades}   closed bars: {counts or 'none yet'}   alerts: {n_alerts}   "
-            f"dead letters: {dead}",
+            f"dead letters: {dead}" + (f"   unreadable: {unreadable}" if unreadable else ""),
             "",
             f"{'venue:symbol':<24} {'minute (UTC)':<17} {'state':<6} {'open':>14} {'high':>14} "
             f"{'low':>14} {'close':>14} {'chg%':>7} {'volume':>14} {'trades':>7}",
@@ -182,7 +195,7 @@ def start_board(
         elif topic == alerts_topic:
             board.add_alert(value)
         else:
-            board.add(orjson.loads(value))
+            board.add_bar(value)
 
     topics = [bars_topic, deadletter_topic] + [t for t in (trades_topic, alerts_topic) if t]
     thread = threading.Thread(
