@@ -27,9 +27,12 @@ Field mapping, the same on every venue:
   COIN-M contracts lose their underscore: ``BTCUSD_PERP`` → ``BTCUSDPERP``, ``BTCUSD_240927`` →
   ``BTCUSD240927``. Nothing is lost in practice (Binance never lists two contracts that differ
   only by the underscore, and the venue separates COIN-M from spot), and every venue follows the
-  one rule of DESIGN.md: upper case without separators.
-- Every trade goes through :func:`candlewax.codec.decode_trade`, the shared validation; its
-  reasons (``bad_decimal``, ``non_positive``, ``bad_timestamp``, ...) pass through unchanged.
+  one rule of the wire format (docs/architecture.md): upper case without separators.
+- ``id`` is ``t`` (trades) or ``a`` (aggTrades): a JSON integer, as Binance sends it; anything
+  else (``"abc"``, a float, a negative number) is ``bad_type``/``out_of_range``.
+- Every trade goes through :meth:`Venue.trade <connectors.venue.Venue.trade>`, the shared
+  validation; its reasons (``bad_decimal``, ``non_positive``, ``bad_timestamp``, ...) pass
+  through unchanged.
 
 **USDⓈ-M / COIN-M ``X`` (execution type) — only ``MARKET`` is kept.** Futures ``@trade`` frames
 carry ``X``: ``MARKET`` (a fill in the order book), ``INSURANCE_FUND``, ``ADL`` or ``NA``. Binance

@@ -270,9 +270,16 @@ def pipeline() -> dict[str, Any]:
             "ops",
         ),
         g.panel(
-            "Late trades",
-            [(f"sum by (venue) (rate(candlewax_late_trades_total{rate}))", "{{venue}}")],
+            "Late and duplicate trades",
+            [
+                (f"sum by (venue) (rate(candlewax_late_trades_total{rate}))", "late {{venue}}"),
+                (
+                    f"sum by (venue) (rate(candlewax_flow_duplicate_trades_total{rate}))",
+                    "duplicate {{venue}}",
+                ),
+            ],
             "ops",
+            description="Late trades are dead-lettered; duplicates (already counted) are dropped.",
         ),
         g.panel(
             "Parquet files and rows written",

@@ -1,5 +1,5 @@
 """An independent bar computation for tests: plain Python Decimal, one trade at a time, no
-Polars, no scaled integers — written from the definitions in DESIGN.md, not from the kernel."""
+Polars, no scaled integers — written from the definitions in docs/architecture.md, not from the kernel."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from sinks.notify.text import LANGUAGES
 TELEGRAM_API_URL = "https://api.telegram.org"
 WECOM_API_URL = "https://qyapi.weixin.qq.com"
 
-#: The platforms' published limits (DESIGN.md): Telegram ~1 msg/s per chat, 20/min in a group,
+#: The platforms' published limits (docs/alerts.md): Telegram ~1 msg/s per chat, 20/min in a group,
 #: ~30/s per bot; a WeCom robot 20/min.
 TELEGRAM_CHAT_RATES = ("1/1s",)
 TELEGRAM_GROUP_RATES = ("1/1s", "20/60s")
