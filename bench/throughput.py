@@ -34,10 +34,11 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from candlewax.broker import EmbeddedBroker
+from candlewax.codec.columns import decode_batch
 from candlewax.settings import Settings
 from candlewax.topics import ensure_topics
 from connectors.synthetic import SyntheticMarket
-from flows.barmath import BarState, decode_batch
+from flows.barmath import BarState
 
 SPAN_S = 600  # event time covered by the generated trades: 10 minutes
 

@@ -144,9 +144,17 @@ class EventClock:
         if not rows.height:
             return rows, []
         bad: list[Implausible] = []
-        skew = self.rules.max_skew_ms
-        ahead = pl.col("recv_ms").is_not_null() & (pl.col("ts_ms") - pl.col("recv_ms") > skew)
-        skewed = rows.select(ahead.fill_null(False)).to_series()
+        skew, jump = self.rules.max_skew_ms, self.rules.max_jump_ms
+        ahead = (pl.col("ts_ms") - pl.col("recv_ms") > skew).fill_null(False)
+        if self.newest_ms is not None and not self.clusters:
+            # One pass for a clean batch: no row ahead of its receive clock, none jumping.
+            before = pl.col("ts_ms").cum_max().shift(1, fill_value=self.newest_ms)
+            jumps = pl.col("ts_ms") > pl.max_horizontal(before, pl.lit(self.newest_ms)) + jump
+            clean = rows.select(~(ahead | jumps).any()).item()
+            if clean:
+                self.newest_ms = max(self.newest_ms, int(rows["ts_ms"].max()))  # type: ignore[arg-type]
+                return rows, bad
+        skewed = rows.select(ahead).to_series()
         if skewed.any():
             for row in rows.filter(skewed).iter_rows(named=True):
                 bad.append(
@@ -161,13 +169,10 @@ class EventClock:
             rows = rows.filter(~skewed)
             if not rows.height:
                 return rows, bad
-        jump = self.rules.max_jump_ms
-        if self.newest_ms is not None and not self.clusters:
+        if self.newest_ms is not None and not self.clusters:  # clean once the skewed are out?
             ts = rows["ts_ms"]
-            before = (
-                ts.cum_max().shift(1, fill_value=self.newest_ms).clip(lower_bound=self.newest_ms)
-            )
-            if (ts <= before + jump).all():
+            seen = ts.cum_max().shift(1, fill_value=self.newest_ms).clip(lower_bound=self.newest_ms)
+            if (ts <= seen + jump).all():
                 self.newest_ms = max(self.newest_ms, int(ts.max()))  # type: ignore[arg-type]
                 return rows, bad
         admitted, held_bad = self._walk(rows)
@@ -265,46 +270,92 @@ class EventClock:
 # --------------------------------------------------------------------------- duplicates
 
 
-@dataclass
+_KEY = ["venue", "symbol", "id"]
+
+
 class SeenTrades:
     """(venue, symbol, id) of the trades counted in open 1m windows.
 
     A trade already counted is dropped, however its copy arrived (a producer retried, a
-    connector republished, a topic was replayed into itself). Keys are kept exactly (no hash, so
-    no collision and nothing that depends on the process): about 100 bytes per trade of the
-    open windows, released when a window closes.
+    connector republished, a topic was replayed into itself). A copy carries its trade's
+    ``ts_ms``, so it falls in the same window: keys are kept per 1m window, exactly, as
+    columns, and released with the window — about 100 bytes per trade of the open windows. Per
+    window, a set of the keys' 64-bit hashes answers "seen?" in one pass; only where a hash
+    repeats do the exact keys decide, so a hash collision can never drop a real trade. The hash
+    sets are not part of the state a snapshot keeps: they are rebuilt from the exact keys on
+    restore, so they never depend on the process (or the Polars version) that computed them.
     """
 
-    keys: set[str] = field(default_factory=set)
-    by_window: dict[int, list[str]] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.windows: dict[int, list[pl.DataFrame]] = {}
+        self._hashes: dict[int, set[int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"windows": self.windows}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.windows = state["windows"]
+        self._hashes = {
+            start: {h for frame in frames for h in frame.select(_KEY).hash_rows().to_list()}
+            for start, frames in self.windows.items()
+        }
+
+    def __len__(self) -> int:
+        return sum(f.height for fs in self.windows.values() for f in fs)
 
     def drop_counted(self, trades: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """``trades`` (on time, log order) → (first copies, duplicates)."""
         if not trades.height:
             return trades, trades
-        key = pl.concat_str(["venue", "symbol", "id"], separator="\x1f")
-        keys = trades.select(key).to_series()
-        listed = keys.to_list()
-        fresh = keys.is_first_distinct()
-        if not self.keys.isdisjoint(listed):
-            fresh = fresh & ~keys.is_in(list(self.keys.intersection(listed)))
         starts = trades["ts_ms"] - trades["ts_ms"] % _MINUTE
         first, last = int(starts.min()), int(starts.max())  # type: ignore[arg-type]
+        keys = trades.select(_KEY)
+        hashes = keys.hash_rows()
         if first == last:
-            self.by_window.setdefault(first, []).extend(listed)
+            parts = [(first, keys, hashes.to_list())]
         else:
-            frame = pl.DataFrame({"k": keys, "s": starts})
-            for (start,), part in frame.group_by("s"):
-                self.by_window.setdefault(int(start), []).extend(part["k"].to_list())
-        self.keys.update(listed)
-        if fresh.all():
+            framed = keys.with_columns(h=hashes, s=starts)
+            parts = [
+                (int(start), part.select(_KEY), part["h"].to_list())
+                for (start,), part in framed.group_by("s", maintain_order=True)
+            ]
+        repeated = False
+        for start, _, listed in parts:
+            known = self._hashes.setdefault(start, set())
+            if not repeated and not known.isdisjoint(listed):
+                repeated = True
+            size = len(known)
+            known.update(listed)
+            # Fewer new hashes than rows, all new to the window: a hash repeats in the batch.
+            repeated = repeated or len(known) - size != len(listed)
+        if not repeated:
+            for start, part_keys, _ in parts:
+                self.windows.setdefault(start, []).append(part_keys)
             return trades, trades.clear()
+        fresh = self._exact(keys, starts)  # a hash repeats: the exact keys decide
+        for start, part_keys, _ in parts:  # store the first copies only
+            keep = fresh.filter(starts == start) if len(parts) > 1 else fresh
+            self.windows.setdefault(start, []).append(part_keys.filter(keep))
         return trades.filter(fresh), trades.filter(~fresh)
+
+    def _exact(self, keys: pl.DataFrame, starts: pl.Series) -> pl.Series:
+        """First copies by exact key: first in the batch and not among the counted keys (the
+        keys stored so far, which this batch's are not yet among)."""
+        fresh = keys.select(pl.struct(_KEY).is_first_distinct()).to_series()
+        known = [f for s in starts.unique().to_list() for f in self.windows.get(s, [])]
+        if known:
+            counted = keys.with_row_index("i").join(pl.concat(known), on=_KEY, how="semi")["i"]
+            fresh = fresh.scatter(counted, False)
+        return fresh
 
     def release(self, below_ms: int | None) -> None:
         """Forget the windows that start before ``below_ms`` (all of them for None)."""
-        for start in [s for s in self.by_window if below_ms is None or s < below_ms]:
-            self.keys.difference_update(self.by_window.pop(start))
+        for start in [s for s in self.windows if below_ms is None or s < below_ms]:
+            del self.windows[start]
+            del self._hashes[start]
+
+
+_EMPTY: frozenset[int] = frozenset()
 
 
 # --------------------------------------------------------------------------- aggregation

@@ -155,14 +155,19 @@ def _fast_rows(values: list[bytes | None], offsets: list[int]) -> tuple[pl.DataF
     frame = pl.DataFrame({"item": text, "off": pl.Series(offsets, dtype=pl.Int64)}).with_row_index(
         "msg"
     )
-    # No canonical message holds a newline (no whitespace, no control character in any value):
-    # the messages that do go to the exact decoder first, so that the newlines below, which
-    # split arrays and join the NDJSON buffer, are only ever ours.
-    newline = frame["item"].str.contains("\n", literal=True).fill_null(True)
-    slow: set[int] = set(frame.filter(newline)["msg"].to_list()) if newline.any() else set()
-    if slow:
-        frame = frame.filter(~newline)
+    slow: set[int] = set()
+    whole = True  # the items are the messages themselves, every one of them
     if frame["item"].str.starts_with("[").any():
+        whole = False
+        # No canonical message holds a newline (no whitespace, no control character in any
+        # value): the messages that do go to the exact decoder first, so that the newlines
+        # below, which split arrays and join the NDJSON buffer, are only ever ours. (Without
+        # arrays no such step is needed: the pattern is anchored at both ends of the text and
+        # none of its classes admits a newline.)
+        newline = frame["item"].str.contains("\n", literal=True).fill_null(True)
+        if newline.any():
+            slow = set(frame.filter(newline)["msg"].to_list())
+            frame = frame.filter(~newline)
         # "[{..},{..}]" → one item per record. A "},{" inside a string would leave a broken
         # item, which is not canonical, so the whole message goes to the exact decoder.
         array = pl.col("item").str.starts_with("[") & pl.col("item").str.ends_with("]")
@@ -186,10 +191,11 @@ def _fast_rows(values: list[bytes | None], offsets: list[int]) -> tuple[pl.DataF
     else:
         ok = frame["item"].str.contains(CANONICAL_RECORD).fill_null(False)
     if not ok.all():
+        whole = False
         failed = set(frame.filter(~ok)["msg"].to_list())
         slow |= failed
         frame = frame.filter(~pl.col("msg").is_in(list(failed)))
-    rows = _parse(frame)
+    rows = _parse(frame, values if whole else None)  # type: ignore[arg-type]
     if rows is None:  # never for canonical text; if it ever happens, the exact path decides
         return _empty_fast(), list(range(len(values)))
     passed = rows["ok"]
@@ -205,10 +211,12 @@ def _empty_fast() -> pl.DataFrame:
     return empty_rows().with_columns(msg=pl.lit(0, dtype=pl.UInt32)).head(0)
 
 
-def _parse(frame: pl.DataFrame) -> pl.DataFrame | None:
+def _parse(frame: pl.DataFrame, whole: list[bytes] | None) -> pl.DataFrame | None:
+    """Read the canonical items; ``whole`` are the raw messages when the items are exactly
+    them (the common batch: one bytes join, no copy through Polars)."""
     if not frame.height:
         return _empty_fast().with_columns(ok=pl.lit(True))
-    buf = frame["item"].str.join("\n").item().encode()
+    buf = b"\n".join(whole) if whole is not None else frame["item"].str.join("\n").item().encode()
     try:
         df = pl.read_ndjson(io.BytesIO(buf), schema=_JSON_SCHEMA)
     except pl.exceptions.PolarsError:
@@ -222,14 +230,12 @@ def _parse(frame: pl.DataFrame) -> pl.DataFrame | None:
 
 
 def _row_exprs() -> list[pl.Expr]:
-    hb = pl.col("type").is_not_null()  # the canonical form admits only "heartbeat" there
-
-    def trade_only(name: str) -> pl.Expr:
-        return pl.when(hb).then(None).otherwise(pl.col(name))
-
+    # The canonical form admits only "heartbeat" as a type, and a canonical heartbeat has no
+    # trade members: read_ndjson leaves them null.
+    hb = pl.col("type").is_not_null()
     # Canonical text casts exactly: at most 14 + 8 significant digits, then zeros.
-    p = trade_only("price").cast(pl.Decimal(38, DECIMALS)).to_physical().cast(pl.Int128)
-    q = trade_only("qty").cast(pl.Decimal(38, DECIMALS)).to_physical().cast(pl.Int128)
+    p = pl.col("price").cast(pl.Decimal(38, DECIMALS)).to_physical()
+    q = pl.col("qty").cast(pl.Decimal(38, DECIMALS)).to_physical()
     in_range = pl.col("ts_ms").is_between(MIN_TS_MS, MAX_TS_MS, closed="left")
     recv_ok = pl.col("recv_ms").is_null() | pl.col("recv_ms").is_between(
         MIN_TS_MS, MAX_TS_MS, closed="left"
@@ -242,13 +248,13 @@ def _row_exprs() -> list[pl.Expr]:
         (in_range & (hb | sane)).fill_null(False).alias("ok"),
         hb.alias("hb"),
         pl.col("venue"),
-        trade_only("symbol").alias("symbol"),
-        trade_only("id").alias("id"),
+        pl.col("symbol"),
+        pl.col("id"),
         p.alias("p"),
         q.alias("q"),
-        (trade_only("side") == "buy").alias("buy"),
+        (pl.col("side") == "buy").alias("buy"),
         pl.col("ts_ms"),
-        trade_only("recv_ms").alias("recv_ms"),
+        pl.col("recv_ms"),
         pl.col("off"),
         pl.col("msg"),
     ]

@@ -460,3 +460,65 @@ def test_a_group_migrated_to_a_supergroup_is_followed(settings: Settings, tmp_pa
         assert {m["chat_id"] for m in tg.messages} == {"-100222"}
         assert sorted(ids_in(tg.messages, "text", "id")) == sorted(a.id for a in alerts)
         assert len([r for r in tg.requests if r.get("forced") == 400]) == 1  # then the new id
+
+
+def test_a_bad_alert_or_a_failing_destination_stops_no_destination(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An alert with "ts_ms": "x" between good ones used to pass decode and then kill the
+    Telegram and WeCom workers (0 later alerts delivered). Now it is dead-lettered when read;
+    and a destination whose rendering raises (a bug, simulated for one alert) dead-letters that
+    alert as notify_error and delivers the rest. Every good alert reaches every destination once,
+    and the offsets are all committed."""
+    from sinks.notify import text
+
+    alerts = sample_alerts(12)
+    bad_ts = orjson.dumps({**orjson.loads(alerts[0].encode()), "ts_ms": "x"})
+    unlucky = alerts[5]
+    real_render = text.render
+
+    def render(batch, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if any(a.id == unlucky.id for a in batch):
+            raise RuntimeError("a bug in a template")
+        return real_render(batch, *args, **kwargs)
+
+    monkeypatch.setattr(text, "render", render)
+    tg = TelegramServer(TOKEN, chat_rate=(20, 1.0))
+    wecom = WeComServer(KEY, rate=(20, 1.0))
+    with tg, wecom:
+        cfg = config(
+            tmp_path,
+            {
+                "tg": {"type": "telegram", "token": TOKEN, "chat_ids": ["7"], "rate": "20/1s"},
+                "wecom": {"type": "wecom", "key": KEY, "format": "text", "rate": "20/1s"},
+            },
+            telegram=tg.url,
+            wecom=wecom.url,
+            max_delay_s=1000,
+        )
+        producer = TrackedProducer(settings.bootstrap_servers)
+        for i, alert in enumerate(alerts):
+            producer.send(settings.topic(ALERTS), alert.encode(), alert.key.encode())
+            if i in (3, 8):
+                producer.send(settings.topic(ALERTS), bad_ts, alert.key.encode())
+        producer.flush()
+        good = sorted(a.id for a in alerts if a.id != unlucky.id)
+        with running(settings, cfg) as notifier:
+            wait_for(
+                lambda: len(tg.messages) == len(wecom.messages) == len(good), 60, "the good alerts"
+            )
+            wait_for(
+                lambda: committed(settings, "notify-test") == end_offsets(settings), 30, "commit"
+            )
+        assert sorted(ids_in(tg.messages, "text", "id")) == good
+        assert sorted(ids_in(wecom.messages, "content", "id")) == good
+        assert notifier.stats["delivered"] == 2 * len(good)
+    letters = [
+        DeadLetter.decode(v)
+        for *_, v in read_topic(settings.bootstrap_servers, settings.topic(DEADLETTER))
+    ]
+    by_reason = collections.Counter(d.reason for d in letters)
+    assert by_reason == {"bad_timestamp": 2, "notify_error": 2}  # 2 bad alerts; 1 alert x 2
+    errors = [d for d in letters if d.reason == "notify_error"]
+    assert {d.source["destination"] for d in errors} == {"tg:7", "wecom"}
+    assert all("a bug in a template" in d.detail for d in errors)

@@ -141,3 +141,12 @@ def test_the_metrics_reference_in_docs_lists_every_metric_the_code_declares() ->
 def test_provisioning_files_parse(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     assert doc["apiVersion"] == 1
+
+
+def test_the_benchmark_still_runs() -> None:
+    """`make bench` is part of the project: its kernel measurement runs on a few trades (the
+    numbers themselves are measured by `make bench`, never asserted in tests)."""
+    from bench.throughput import kernel
+
+    full, aggregate = kernel(symbols=10, n=20_000)
+    assert full > 0 and aggregate > 0
