@@ -64,7 +64,7 @@ trades ("spot: [1,60], default: 60"), with no id or time cursor.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -128,11 +128,10 @@ class Bybit(Venue):
         if not isinstance(topic, str):
             raise ParseError("venue_frame", f"'topic' is a {type_name(topic)}, expected a string")
         name, _, topic_symbol = topic.partition(".")
-        if name == TOPIC:
-            return [self._v5(item, topic_symbol, recv_ms) for item in _data(obj, topic)]
-        if name == "trade":
-            return [self._legacy(item, topic_symbol, recv_ms) for item in _data(obj, topic)]
-        return []
+        names = {TOPIC: _V5, "trade": _LEGACY}.get(name)
+        if names is None:
+            return []
+        return [self._item(item, names, topic_symbol, recv_ms) for item in _data(obj, topic)]
 
     def control_label(self, obj: dict[str, Any]) -> str | None:
         """Answers to ``{"op":"ping"}`` → ``"pong"``; a successful subscribe →
@@ -150,35 +149,36 @@ class Bybit(Venue):
             return "subscribed"
         return None
 
-    def _v5(self, item: Any, topic_symbol: str, recv_ms: int | None) -> Trade:
+    def _item(self, item: Any, names: _Names, topic_symbol: str, recv_ms: int | None) -> Trade:
+        """One trade of a push, by the field names of its API version."""
         if not isinstance(item, dict):
             raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
         return self.trade(
-            symbol=item.get("s", topic_symbol),
-            id=item.get("i"),
-            price=item.get("p"),
-            qty=item.get("v"),
-            side=_side(item.get("S"), "S"),
-            ts_ms=codec_rules.timestamp_text(item.get("T"), "T"),
+            symbol=item.get(names.symbol, topic_symbol),
+            id=item.get(names.id),
+            price=item.get(names.price),
+            qty=item.get(names.qty),
+            side=_side(item.get(names.side), names.side),
+            # digit text or an integer (legacy realtime_public sends "1618677785116")
+            ts_ms=codec_rules.timestamp_text(item.get(names.ts), names.ts),
             recv_ms=recv_ms,
-            symbol_field="s",
-            id_field="i",
+            symbol_field=names.symbol,
+            id_field=names.id,
         )
 
-    def _legacy(self, item: Any, topic_symbol: str, recv_ms: int | None) -> Trade:
-        if not isinstance(item, dict):
-            raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
-        return self.trade(
-            symbol=item.get("symbol", topic_symbol),
-            id=item.get("trade_id"),
-            price=item.get("price"),
-            qty=item.get("size"),
-            side=_side(item.get("side"), "side"),
-            # legacy realtime_public sends "1618677785116", realtime an integer
-            ts_ms=codec_rules.timestamp_text(item.get("trade_time_ms"), "trade_time_ms"),
-            recv_ms=recv_ms,
-            id_field="trade_id",
-        )
+
+class _Names(NamedTuple):
+    symbol: str
+    id: str
+    price: str
+    qty: str
+    side: str
+    ts: str
+
+
+_V5 = _Names(symbol="s", id="i", price="p", qty="v", side="S", ts="T")
+_LEGACY = _Names(symbol="symbol", id="trade_id", price="price", qty="size", side="side",
+                 ts="trade_time_ms")  # fmt: skip
 
 
 def _data(obj: dict[str, Any], topic: str) -> list[Any]:

@@ -58,7 +58,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -78,7 +78,6 @@ _ISO_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
-_CONTROL = {"subscriptions": "subscribed", "error": "error", "heartbeat": "heartbeat"}
 
 
 class Coinbase(Venue):
@@ -93,6 +92,14 @@ class Coinbase(Venue):
     max_symbols_per_connection = 50
     ping = None  # protocol-level websocket pings only
     control_markers = (b'"subscriptions"', b'"error"', b'"heartbeat"')
+    #: ``{"type":"subscriptions",...}`` (the answer to a subscribe), ``{"type":"error",...}``
+    #: (e.g. an unknown product; the loop logs it), heartbeats. No reconnect notice exists.
+    control_field = "type"
+    control_labels: ClassVar[dict[str, str]] = {
+        "subscriptions": "subscribed",
+        "error": "error",
+        "heartbeat": "heartbeat",
+    }
 
     def native_symbol(self, symbol: str) -> str:
         """Our symbol → Coinbase's ``product_id``: ``BTCUSD`` → ``BTC-USD``, ``ethbtc`` →
@@ -153,14 +160,6 @@ class Coinbase(Venue):
             id_field="trade_id",
         )
         return [trade]
-
-    def control_label(self, obj: dict[str, Any]) -> str | None:
-        """``{"type":"subscriptions",...}`` (the answer to a subscribe) → ``"subscribed"``;
-        ``{"type":"error","message":...}`` (e.g. an unknown product; the loop logs it) →
-        ``"error"``; ``{"type":"heartbeat",...}`` → ``"heartbeat"``. Coinbase sends no
-        reconnect notice."""
-        kind = obj.get("type")
-        return _CONTROL.get(kind) if isinstance(kind, str) else None
 
 
 def iso_to_ms(value: Any) -> int:

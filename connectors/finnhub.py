@@ -55,7 +55,7 @@ per symbol. No trade backfill by id exists (``REST_URL`` is None).
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -65,7 +65,6 @@ from connectors.venue import Venue, type_name
 
 #: (symbol, millisecond) pairs whose trade counts are remembered, per connection.
 ID_MEMORY = 4096
-_CONTROL = {"ping": "heartbeat", "error": "error"}
 
 
 class Finnhub(Venue):
@@ -80,6 +79,10 @@ class Finnhub(Venue):
     ping = None
     token_env = "FINNHUB_TOKEN"
     control_markers = (b'"ping"', b'"error"')
+    #: ``{"type":"ping"}`` (nothing to answer), ``{"type":"error",...}`` (an invalid symbol,
+    #: too many symbols; the loop logs it).
+    control_field = "type"
+    control_labels: ClassVar[dict[str, str]] = {"ping": "heartbeat", "error": "error"}
 
     def __init__(self) -> None:
         self._counts: collections.OrderedDict[tuple[str, int], int] = collections.OrderedDict()
@@ -142,12 +145,6 @@ class Finnhub(Venue):
         # shift the numbers of the trades after it.
         checked = [self._checked(item, recv_ms) for item in data]
         return [self._numbered(trade) for trade in checked if trade is not None]
-
-    def control_label(self, obj: dict[str, Any]) -> str | None:
-        """``{"type":"ping"}`` → ``"heartbeat"`` (nothing to answer); ``{"type":"error",...}``
-        (e.g. an invalid symbol or too many symbols; the loop logs it) → ``"error"``."""
-        kind = obj.get("type")
-        return _CONTROL.get(kind) if isinstance(kind, str) else None
 
     def _checked(self, item: Any, recv_ms: int | None) -> Trade | None:
         if not isinstance(item, dict):

@@ -65,7 +65,7 @@ REST backfill: ``GET https://www.okx.com/api/v5/market/history-trades?instId=..&
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -85,7 +85,6 @@ QUOTES = ("USDT", "USDC", "USD", "EUR", "BTC", "ETH", "DAI", "OKB", "TRY", "BRL"
 
 #: Subscription arguments per request: far below the 64 KB request limit (≈ 45 bytes each).
 _ARGS_PER_REQUEST = 100
-_CONTROL = {"subscribe": "subscribed", "error": "error", "notice": "reconnect"}
 
 
 class Okx(Venue):
@@ -101,6 +100,13 @@ class Okx(Venue):
     #: Send the text ``ping`` every 20 s (OKX drops a connection silent for 30 s).
     ping = (20.0, "ping")
     control_markers = (b'"event"',)  # trade pushes are not decoded by control
+    #: subscribe ack, rejected request (logged), notice 64008 (service upgrade in 30 s).
+    control_field = "event"
+    control_labels: ClassVar[dict[str, str]] = {
+        "subscribe": "subscribed",
+        "error": "error",
+        "notice": "reconnect",
+    }
 
     def native_symbol(self, symbol: str) -> str:
         """Our symbol → OKX's ``instId``: ``BTCUSDT`` → ``BTC-USDT``, ``ethbtc`` → ``ETH-BTC``.
@@ -171,15 +177,6 @@ class Okx(Venue):
         if isinstance(frame, str | bytes | bytearray | memoryview) and _is_pong(frame):
             return "pong"
         return super().control(frame)
-
-    def control_label(self, obj: dict[str, Any]) -> str | None:
-        return (
-            {"subscribe": "subscribed", "error": "error", "notice": "reconnect"}.get(
-                obj.get("event")  # type: ignore[arg-type]
-            )
-            if isinstance(obj.get("event"), str)
-            else None
-        )
 
     def _trade(self, item: Any, arg_inst_id: Any, recv_ms: int | None) -> Trade:
         if not isinstance(item, dict):

@@ -12,7 +12,8 @@ limits), plus a pure frame parser: raw frame in, normalized :class:`~candlewax.c
 - control messages (acks, errors, reconnect notices, pongs) are labelled by :meth:`control`
   without decoding trade frames twice.
 
-A subclass supplies :meth:`trades` (decoded frame → trades) and :meth:`control_label`, and
+A subclass supplies :meth:`trades` (decoded frame → trades) and its control labels (a member
+and its values: :attr:`~Venue.control_field`, :attr:`~Venue.control_labels`; or :meth:`control_label`), and
 where it has them, :meth:`native_symbol`, :meth:`subscribe_messages`, :meth:`stream_url`.
 Variants subclass their venue (``BinanceUsdm(Binance)``). One instance serves one connection,
 so a parser may keep per-stream state (Finnhub numbers its trades).
@@ -104,6 +105,9 @@ class Venue:
     token_env: ClassVar[str | None] = None
     #: Bytes every control message contains (trade frames hold none of them).
     control_markers: ClassVar[tuple[bytes, ...]] = ()
+    #: For venues that label control messages by one member: its name, and label by value.
+    control_field: ClassVar[str] = ""
+    control_labels: ClassVar[dict[str, str]] = {}
 
     # ------------------------------------------------------------------ connection facts
 
@@ -145,7 +149,10 @@ class Venue:
         return self.control_label(obj) if isinstance(obj, dict) else None
 
     def control_label(self, obj: dict[str, Any]) -> str | None:
-        return None
+        """The label of a decoded control message: by default the value of
+        :attr:`control_field` looked up in :attr:`control_labels`."""
+        value = obj.get(self.control_field) if self.control_field else None
+        return self.control_labels.get(value) if isinstance(value, str) else None
 
     # ------------------------------------------------------------------ the shared decode tail
 

@@ -49,8 +49,20 @@ _HEARTBEAT_MEMBERS = frozenset(HEARTBEAT_FIELDS)
 _TRADE_REQUIRED = ("v", "venue", "symbol", "id", "price", "qty", "ts_ms")
 
 
+class _Keyed:
+    """Records keyed ``venue:SYMBOL`` on their topic (one symbol stays in one partition)."""
+
+    __slots__ = ()
+    venue: str
+    symbol: str
+
+    @property
+    def key(self) -> str:
+        return message_key(self.venue, self.symbol)
+
+
 @dataclass(frozen=True, slots=True)
-class Trade:
+class Trade(_Keyed):
     """One executed trade, normalized. ``side`` is the aggressor's side, or None if unknown.
 
     The constructor does not validate (producers in this repository build valid trades by
@@ -67,10 +79,6 @@ class Trade:
     ts_ms: int
     recv_ms: int | None = None
     v: int = SCHEMA_VERSION
-
-    @property
-    def key(self) -> str:
-        return message_key(self.venue, self.symbol)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +168,20 @@ def _members(obj: dict[str, Any], allowed: frozenset[str]) -> None:
         raise ParseError(
             "unknown_field", f"{str(unknown[0])[:40]!r} is not a member of this record"
         )
+
+
+def _checked(
+    obj: Any, members: frozenset[str], required: tuple[str, ...], version_required: bool = True
+) -> dict[str, Any]:
+    """A decoded record's object: a JSON object of known members, with the required ones."""
+    if not isinstance(obj, dict):
+        raise ParseError("not_object", f"got {type_name(obj)}")
+    _version(obj, required=version_required)
+    _members(obj, members)
+    missing = [name for name in required if name not in obj]
+    if missing:
+        raise ParseError("missing_field", ",".join(missing))
+    return obj
 
 
 def decode_record(obj: Any, *, from_file: bool = False) -> Trade | Heartbeat:
@@ -278,7 +300,7 @@ _MAX_BAR_TRADES = 10**12
 
 
 @dataclass(frozen=True, slots=True)
-class Bar:
+class Bar(_Keyed):
     """One closed OHLCV bar. Decimal fields are exact decimal strings.
 
     ``volume`` = Σqty, ``quote_volume`` = Σprice·qty (exact, every significant digit),
@@ -306,10 +328,6 @@ class Bar:
     last_id: str
     v: int = SCHEMA_VERSION
 
-    @property
-    def key(self) -> str:
-        return message_key(self.venue, self.symbol)
-
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in BAR_FIELDS}
 
@@ -323,13 +341,7 @@ class Bar:
 
     @classmethod
     def from_dict(cls, obj: Any) -> Bar:
-        if not isinstance(obj, dict):
-            raise ParseError("not_object", f"got {type_name(obj)}")
-        _version(obj, required=True)
-        _members(obj, _BAR_MEMBERS)
-        missing = [name for name in BAR_FIELDS if name not in obj]
-        if missing:
-            raise ParseError("missing_field", ",".join(missing))
+        obj = _checked(obj, _BAR_MEMBERS, BAR_FIELDS)
         interval = rules.choice(obj["interval"], "interval", tuple(INTERVALS))
         length = INTERVALS[interval]
         start = rules.timestamp(obj["start_ms"], "start_ms")
@@ -395,7 +407,7 @@ _ALERT_MEMBERS = frozenset(ALERT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(_Keyed):
     """A volatility alert. ``id`` is deterministic (see :func:`alert_id`) so downstream
     deduplication is exact."""
 
@@ -413,31 +425,20 @@ class Alert:
     text: str
     v: int = SCHEMA_VERSION
 
-    @property
-    def key(self) -> str:
-        return message_key(self.venue, self.symbol)
-
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
 
     @classmethod
     def decode(cls, value: bytes | str) -> Alert:
         """An ``alerts`` message → Alert, every field checked (a reader may trust them all)."""
-        obj = loads(value)
-        if not isinstance(obj, dict):
-            raise ParseError("not_object", f"got {type_name(obj)}")
-        _version(obj, required=False)
-        _members(obj, _ALERT_MEMBERS)
-        missing = [name for name in ALERT_FIELDS if name not in obj and name != "v"]
-        if missing:
-            raise ParseError("missing_field", ",".join(missing))
+        obj = _checked(loads(value), _ALERT_MEMBERS, ALERT_FIELDS[:-1], version_required=False)
         interval = rules.choice(obj["interval"], "interval", tuple(INTERVALS))
         start = rules.timestamp(obj["window_start_ms"], "window_start_ms")
         assert start is not None
         if start % INTERVALS[interval]:
             raise ParseError("bad_timestamp", f"window_start_ms={start} is not a {interval} start")
         return cls(
-            id=rules.alert_id_text(obj["id"]),
+            id=rules.name(obj["id"], "id", "alert_id"),
             rule=rules.name(obj["rule"], "rule"),
             venue=rules.name(obj["venue"], "venue"),
             symbol=rules.name(obj["symbol"], "symbol"),
@@ -534,11 +535,7 @@ class DeadLetter:
 
     @classmethod
     def decode(cls, value: bytes | str) -> DeadLetter:
-        obj = loads(value)
-        if not isinstance(obj, dict):
-            raise ParseError("not_object", f"got {type_name(obj)}")
-        _version(obj, required=True)
-        _members(obj, _DEAD_MEMBERS)
+        obj = _checked(loads(value), _DEAD_MEMBERS, ())
         reason = rules.choice(obj.get("reason"), "reason", REASONS, "bad_name")
         source = obj.get("source", {})
         if not isinstance(source, dict) or len(source) > _SOURCE_KEYS_LIMIT:

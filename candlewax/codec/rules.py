@@ -119,6 +119,7 @@ _NAME_RULES = {
     "symbol": (_SYMBOL_RE, SYMBOL_PATTERN),
     "id": (_ID_RE, ID_PATTERN),
     "rule": (_RULE_RE, RULE_PATTERN),
+    "alert_id": (_ALERT_ID_RE, "24 lower-case hex digits"),
 }
 #: Longest decimal text looked at before any digit is read: 14 whole digits, the point and
 #: MAX_FRACTION_DIGITS, with room for the 16-decimal quote sums of bars (Σ price·qty < 1e26).
@@ -136,33 +137,31 @@ def type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _string(value: Any, field: str, expected: str = "a string") -> str:
+    """``value`` if it is a string; missing_field for null, bad_type for anything else."""
+    if value is None:
+        raise ParseError("missing_field", field)
+    if not isinstance(value, str):
+        raise ParseError("bad_type", f"{field} is a {type_name(value)}, expected {expected}")
+    return value
+
+
 # --------------------------------------------------------------------------- names
 
 
 def name(value: Any, field: str, kind: str | None = None) -> str:
-    """A venue, symbol, trade id or rule name: a string of its charset (see the patterns)."""
+    """A venue, symbol, trade id, rule name or alert id: a string of its charset (see the
+    patterns); ``kind`` when the field's name is not the kind's."""
     pattern, text = _NAME_RULES[kind or field]
-    if value is None or value == "":
+    if value == "":
         raise ParseError("missing_field", field)
-    if not isinstance(value, str):
-        raise ParseError("bad_type", f"{field} is a {type_name(value)}, expected a string")
-    if not pattern.fullmatch(value):
+    if not pattern.fullmatch(_string(value, field)):
         raise ParseError("bad_name", f"{field}={_show(value)} is not of the form {text}")
     return value
 
 
 def is_venue(value: object) -> bool:
     return isinstance(value, str) and _VENUE_RE.fullmatch(value) is not None
-
-
-def alert_id_text(value: Any, field: str = "id") -> str:
-    if value is None or value == "":
-        raise ParseError("missing_field", field)
-    if not isinstance(value, str):
-        raise ParseError("bad_type", f"{field} is a {type_name(value)}, expected a string")
-    if not _ALERT_ID_RE.fullmatch(value):
-        raise ParseError("bad_name", f"{field}={_show(value)} is not 24 lower-case hex digits")
-    return value
 
 
 def choice(value: Any, field: str, allowed: tuple[str, ...], reason: str = "bad_type") -> str:
@@ -183,11 +182,7 @@ def side(value: Any) -> str | None:
 
 
 def text(value: Any, field: str, limit: int = MAX_TEXT) -> str:
-    if value is None:
-        raise ParseError("missing_field", field)
-    if not isinstance(value, str):
-        raise ParseError("bad_type", f"{field} is a {type_name(value)}, expected a string")
-    if len(value) > limit:
+    if len(_string(value, field)) > limit:
         raise ParseError("too_large", f"{field} holds {len(value)} characters, at most {limit}")
     return value
 
@@ -257,11 +252,7 @@ def decimal(
     most ``fraction_digits`` significant digits after it; zeros beyond those are fine, up to
     :data:`MAX_FRACTION_DIGITS`. ``positive`` rejects zero; negatives never pass.
     """
-    if value is None:
-        raise ParseError("missing_field", field)
-    if not isinstance(value, str):
-        raise ParseError("bad_type", f"{field} is a {type_name(value)}, expected a decimal string")
-    if len(value) > _MAX_DECIMAL_CHARS:
+    if len(_string(value, field, "a decimal string")) > _MAX_DECIMAL_CHARS:
         raise ParseError("bad_decimal", f"{field} holds {len(value)} characters")
     if not _DECIMAL_RE.fullmatch(value):
         if value.startswith("-") and _DECIMAL_RE.fullmatch(value[1:]):

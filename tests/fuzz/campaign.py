@@ -208,7 +208,8 @@ def _json_mutant(rng: random.Random, seed: bytes) -> bytes | None:
             holder = holder[step]
         leaf = holder[path[-1]] if path else obj
         swapped = str(leaf) if isinstance(leaf, int | float) else leaf
-        if isinstance(leaf, str) and leaf.replace(".", "", 1).isdigit():
+        text = leaf.replace(".", "", 1) if isinstance(leaf, str) else ""
+        if text.isascii() and text.isdigit() and len(text) <= 40:  # the JSON number it spells
             swapped = float(leaf) if "." in leaf else int(leaf)
         obj = _set(obj, path, swapped)
     style = rng.randrange(4)

@@ -50,14 +50,19 @@ def recorded() -> tuple[list[str], list[dict]]:
     return frames, data
 
 
-def test_connector_delivers_every_trade_once_in_order_through_failures(settings: Settings) -> None:
-    frames, data = recorded()
-    base = data[0]["t"]
-    rows = [
+def rest_rows(data: list[dict]) -> list[dict]:
+    """The recorded trades as Binance's REST ``historicalTrades`` rows."""
+    return [
         {"id": d["t"], "price": d["p"], "qty": d["q"], "quoteQty": "0", "time": d["T"],
          "isBuyerMaker": d["m"], "isBestMatch": True}
         for d in data
     ]  # fmt: skip
+
+
+def test_connector_delivers_every_trade_once_in_order_through_failures(settings: Settings) -> None:
+    frames, data = recorded()
+    base = data[0]["t"]
+    rows = rest_rows(data)
     rest = RestServer(rows)
     garbage = [
         '{"stream":"btcusdt@trade","data":{"e":"trade","E":1723161255343,"s":"BTCUSDT",'
@@ -265,11 +270,7 @@ def test_a_crashing_connection_thread_is_restarted_and_backfills_what_it_missed(
     from connectors.binance import Binance
 
     frames, data = recorded()
-    rows = [
-        {"id": d["t"], "price": d["p"], "qty": d["q"], "quoteQty": "0", "time": d["T"],
-         "isBuyerMaker": d["m"], "isBestMatch": True}
-        for d in data
-    ]  # fmt: skip
+    rows = rest_rows(data)
     rest = RestServer(rows)
     rest.available_until = data[199]["t"]
     poisoned = frames[50]
