@@ -80,7 +80,8 @@ _CRYPTOFEED_VENUES = {
     "BINANCE_DELIVERY": "binance-coinm",
 }
 _CRYPTOFEED_NAME_RE = re.compile(r"^(?P<exchange>[A-Za-z0-9_]+)\.ws\.\d+\.\d+$")
-_CRYPTOFEED_LINE_RE = re.compile(rb"^(\d+)(?:\.(\d*))?: ")
+#: ``<unix seconds>[.<fraction>]: `` — bounded, so no int() of a huge digit run ever runs.
+_CRYPTOFEED_LINE_RE = re.compile(rb"^([0-9]{1,12})(?:\.([0-9]{0,12}))?: ")
 _HFT_LINE_RE = re.compile(rb"^[0-9]+ [\[{]")
 _STREAM_PREFIX_RE = re.compile(rb'^\s*\{"stream":"([^"]*)"')
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
@@ -376,8 +377,12 @@ def _read_csv(path: Path, venue: str | None) -> Iterator[ReplayItem]:
                     value = cells.get(name)
                     if value is None or value == "":
                         continue
-                    if name in ("v", "ts_ms", "recv_ms") and _INT_RE.fullmatch(value.strip()):
-                        record[name] = int(value)
+                    # Spaces and tabs around a number are CSV style; the number is converted
+                    # from exactly the text checked (str.strip would also remove \x1c-\x1f,
+                    # which int() refuses: found by the fuzz campaign).
+                    number = value.strip(" \t")
+                    if name in ("v", "ts_ms", "recv_ms") and _INT_RE.fullmatch(number):
+                        record[name] = int(number)
                     else:
                         record[name] = value
                 item, last_ms = _record_item(record, venue, last_ms, path, line, row)

@@ -429,3 +429,26 @@ def test_shift_trade_moves_both_clocks() -> None:
     assert shift_trade(unknown, -1000) == Trade(
         "binance", "BTCUSDT", "1", "1", "1", None, 1723161254342
     )
+
+
+def test_csv_cells_with_control_characters_are_dead_letters(tmp_path: Path) -> None:
+    """Found by the fuzz campaign: a timestamp cell ending in \\x1e passed a stripped check and
+    then broke int(); now it is a dead letter and the file reads on."""
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "venue,symbol,id,price,qty,side,ts_ms\n"
+        "binance,BTCUSDT,1,1.5,2,buy,1723161278455\x1e\n"
+        "binance,BTCUSDT,2,1.5,2,buy, 1723161278456\t\n"
+    )
+    items = list(iter_file(path))
+    assert [t.id for item in items for t in item.trades] == ["2"]
+    assert [(d.source["line"], d.reason) for i in items for d in i.rejected] == [
+        (2, "bad_timestamp")
+    ]
+
+
+def test_a_cryptofeed_line_with_a_huge_receive_time_is_a_dead_letter(tmp_path: Path) -> None:
+    path = tmp_path / "BINANCE.ws.1.0"
+    path.write_bytes(b"wss://stream.binance.com:9443 <-> 1633998524.0\n" + b"9" * 5000 + b": {}\n")
+    (item,) = iter_file(path)
+    assert [d.reason for d in item.rejected] == ["bad_timestamp"] and not item.trades
