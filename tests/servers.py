@@ -124,6 +124,8 @@ class RestServer:
         self.rate_limited = 0
         self.banned = False
         self.requests: list[tuple[float, dict[str, str], int]] = []
+        #: The headers of every request, in order.
+        self.headers: list[dict[str, str]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -132,6 +134,7 @@ class RestServer:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 status, body, headers = server._answer(parts.path, query)
                 server.requests.append((time.monotonic(), query, status))
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)

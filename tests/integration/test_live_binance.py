@@ -330,3 +330,27 @@ def test_a_connector_that_cannot_recover_stops_with_an_error(
     assert not result
     (error,) = errors
     assert "crashed 3 times" in str(error)
+
+
+def test_the_api_key_goes_in_the_backfill_header_and_nowhere_else(settings: Settings) -> None:
+    """BINANCE_API_KEY (read by `candlewax connect`, handed down) is sent as X-MBX-APIKEY on
+    REST backfill requests — never in a URL."""
+    frames, data = recorded()
+    rest = RestServer(rest_rows(data))
+    rest.available_until = data[99]["t"]
+    key = "k" * 64
+
+    async def with_gap(ws: ServerConnection, server: WsServer) -> None:
+        await send_all(ws, frames[0:50] + frames[60:100])
+        await hold(ws)
+
+    stop = threading.Event()
+    with WsServer([with_gap]) as ws_server, rest:
+        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        options = LiveOptions(ws_url=ws_server.url, rest_url=rest.url, api_key=key)
+        connector = LiveConnector(BINANCE, ["BTCUSDT"], producer, options, stop)
+        (stats,), errors = _run(connector, stop, lambda: connector.stats().trades >= 100)
+    assert not errors and stats.backfilled == 10
+    assert rest.headers and all(h.get("x-mbx-apikey") == key for h in rest.headers)
+    assert all(key not in str(query) for _, query, _ in rest.requests)
+    assert key not in ws_server.paths[0]

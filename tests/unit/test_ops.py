@@ -150,3 +150,29 @@ def test_the_benchmark_still_runs() -> None:
 
     full, aggregate = kernel(symbols=10, n=20_000)
     assert full > 0 and aggregate > 0
+
+
+def test_the_parquet_sink_refuses_paths_outside_data_dir(tmp_path: Path) -> None:
+    """The codec keeps such venues out; the sink checks again, on its own."""
+    import polars as pl
+    import pytest
+
+    from sinks.parquet import UnsafePath, safe_path, write_trade_block
+
+    data = tmp_path / "data"
+    # ("venue=.." would be a plain directory name: the prefix makes it one; the codec refuses
+    # such a venue anyway.)
+    for venue in ("x/../../../../ESCAPED", "x/../venue=binance", "a\\b", "bin\x00ance", "v" * 300):
+        rows = pl.DataFrame(
+            {"hb": [False], "venue": [venue], "symbol": ["BTCUSDT"], "id": ["1"], "p": [1],
+             "q": [1], "buy": [True], "ts_ms": [1723161240000], "recv_ms": [None], "off": [0]},
+            schema_overrides={"p": pl.Int128, "q": pl.Int128, "recv_ms": pl.Int64},
+        )  # fmt: skip
+        with pytest.raises(UnsafePath):
+            write_trade_block(data, 0, 0, 0, rows)
+    assert not list(tmp_path.rglob("*.parquet"))
+    (data / "trades").mkdir(parents=True)
+    (data / "trades" / "link").symlink_to(tmp_path.parent)  # a link that leads out
+    with pytest.raises(UnsafePath):
+        safe_path(data, "trades", "link", "x.parquet")
+    assert safe_path(data, "trades", "venue=binance", "p.parquet").parent.name == "venue=binance"
