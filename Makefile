@@ -36,7 +36,7 @@ lint: $(STAMP)
 # System tools the tests drive: headless Chromium renders the backtest report; promtool (Debian
 # package prometheus) checks metrics and alert rules. Installed from Debian's packages when
 # missing (needs root, as on CI); otherwise the message says what to install.
-TOOLS := chromium:chromium promtool:prometheus
+TOOLS := chromium:chromium promtool:prometheus stunnel4:stunnel4
 tools:
 	@missing=""; for pair in $(TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

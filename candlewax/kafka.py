@@ -8,62 +8,88 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from candlewax import metrics
 from candlewax.errors import ConfigError, DeliveryError
+from candlewax.settings.types import is_secret_property
 
 log = logging.getLogger(__name__)
 
 
-def producer_config(
-    bootstrap_servers: str, extra: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Idempotent, acks=all, small linger so Kafka sees batches."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "batch.num.messages": 10_000,
-        "queue.buffering.max.messages": 500_000,
-        "message.timeout.ms": 60_000,
-        "log_level": 3,
-    }
-    conf.update(extra or {})
-    return conf
+@dataclass(frozen=True)
+class Connection:
+    """How to reach Kafka: the bootstrap servers and the librdkafka properties (security,
+    SASL, TLS, timeouts...) that **every** client gets — admin, producers, consumers and the
+    reachability check alike. Build it with ``Settings.connection``; the role defaults below
+    (idempotence, manual offsets...) sit under the user's properties, so a property set in the
+    settings always wins."""
+
+    bootstrap_servers: str
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shown = {k: "***" if is_secret_property(k) else v for k, v in self.properties.items()}
+        return f"Connection({self.bootstrap_servers!r}, {shown!r})"
+
+    def config(
+        self, defaults: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``defaults`` < the user's properties < ``fixed`` (what a client cannot work without,
+        e.g. its own ``group.id``)."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "log_level": 3}
+        conf.update(defaults or {})
+        conf.update(self.properties)
+        conf.update(fixed or {})
+        return conf
 
 
-def consumer_config(
-    bootstrap_servers: str, group_id: str, extra: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Manual offsets, EOF events (the reliable "caught up" signal on every broker we test),
-    and a session timeout that keeps group joins fast on Tansu."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6_000,
-        "fetch.min.bytes": 1,
-        "log_level": 3,
-    }
-    conf.update(extra or {})
-    return conf
+#: Idempotent, acks=all, a small linger so Kafka sees batches.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    "message.timeout.ms": 60_000,
+}
+#: Manual offsets, EOF events (the reliable "caught up" signal on every broker we test), and a
+#: session timeout that keeps group joins fast on Tansu.
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": True,
+    "auto.offset.reset": "earliest",
+    "session.timeout.ms": 6_000,
+    "fetch.min.bytes": 1,
+}
 
 
-def check_properties(extra: Mapping[str, str]) -> None:
+def producer_config(connection: Connection) -> dict[str, Any]:
+    return connection.config(PRODUCER_DEFAULTS)
+
+
+def consumer_config(connection: Connection, group_id: str) -> dict[str, Any]:
+    return connection.config(CONSUMER_DEFAULTS, {"group.id": group_id})
+
+
+def admin_config(connection: Connection) -> dict[str, Any]:
+    return connection.config()
+
+
+def check_properties(properties: Mapping[str, str]) -> None:
     """Fail at start, in one clear line, on a Kafka property librdkafka does not know or whose
     value it refuses — not as a traceback out of the first client made with it."""
-    if not extra:
+    if not properties:
         return
     base = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
     for kind, make in (("producer", Producer), ("consumer", Consumer)):
-        conf = {**base, **extra, **({"group.id": "candlewax-check"} if kind == "consumer" else {})}
+        conf = {**base, **properties}
+        if kind == "consumer":
+            conf["group.id"] = "candlewax-check"
         try:
             client = make(conf)
         except KafkaException as exc:
@@ -84,8 +110,8 @@ class TrackedProducer:
     reports until there is room. ``flush`` raises DeliveryError if anything was not confirmed.
     """
 
-    def __init__(self, bootstrap_servers: str, extra: Mapping[str, str] | None = None) -> None:
-        self._producer = Producer(producer_config(bootstrap_servers, extra))
+    def __init__(self, connection: Connection) -> None:
+        self._producer = Producer(producer_config(connection))
         self.delivered = 0
         self.failed = 0
         self.last_error: KafkaError | None = None
@@ -148,16 +174,11 @@ class TrackedProducer:
             )
 
 
-def end_offsets(
-    bootstrap_servers: str,
-    topic: str,
-    extra: Mapping[str, str] | None = None,
-    timeout_s: float = 30,
-) -> dict[int, int]:
+def end_offsets(connection: Connection, topic: str, timeout_s: float = 30) -> dict[int, int]:
     """Per non-empty partition, one past its last offset — by reading to partition EOF, which
     every broker we test reports correctly (Tansu's high watermark is not reliable). Meant for
     small topics (alerts) and finite runs."""
-    conf = consumer_config(bootstrap_servers, f"candlewax-ends-{uuid.uuid4().hex}", extra)
+    conf = consumer_config(connection, f"candlewax-ends-{uuid.uuid4().hex}")
     consumer = Consumer(conf)
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)

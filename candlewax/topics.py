@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from candlewax.errors import BrokerError
+from candlewax.kafka import admin_config
 from candlewax.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL) -> dict[str,
     ``trades``, ``bars`` and ``alerts`` get ``settings.partitions`` partitions (all keyed by
     venue:SYMBOL); ``deadletter`` gets one.
     """
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.kafka})
+    admin = AdminClient(admin_config(settings.connection))
     config: Mapping[str, str] = {}
     if settings.retention_ms is not None:
         config = {"retention.ms": str(settings.retention_ms)}

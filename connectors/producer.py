@@ -8,12 +8,12 @@ partition's event-time watermark advances even when its symbols are idle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from types import TracebackType
 
 from candlewax import metrics
 from candlewax.codec import DeadLetter, Heartbeat, Trade, encode_trades, message_key
-from candlewax.kafka import TrackedProducer
+from candlewax.kafka import Connection, TrackedProducer
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,13 @@ class TradeProducer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        connection: Connection,
         trades_topic: str = "trades",
         deadletter_topic: str = "deadletter",
-        extra: Mapping[str, str] | None = None,
     ) -> None:
         self.trades_topic = trades_topic
         self.deadletter_topic = deadletter_topic
-        self._producer = TrackedProducer(bootstrap_servers, extra)
+        self._producer = TrackedProducer(connection)
         self._partitions: list[int] | None = None
         self.sent = 0
 

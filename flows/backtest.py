@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,6 +31,7 @@ from candlewax.codec.columns import trade_messages
 from candlewax.errors import ConfigError
 from candlewax.kafka import consumer_config
 from candlewax.settings import Settings
+from candlewax.storage import DataPath, scan_parquet
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
 from flows.bars import BarStep, Batch, TradesSource, build_flow
 from sinks.kafka import KafkaRecord
@@ -51,9 +51,7 @@ class OffsetFinder:
     """Message timestamps of one topic, read one at a time (assign + consume)."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        conf = consumer_config(
-            settings.bootstrap_servers, f"candlewax-backtest-{uuid.uuid4().hex}", settings.kafka
-        )
+        conf = consumer_config(settings.connection, f"candlewax-backtest-{uuid.uuid4().hex}")
         conf["fetch.wait.max.ms"] = 10  # one message per probe: do not wait for more
         self.consumer = Consumer(conf)
         self.topic = topic
@@ -188,13 +186,13 @@ class ArchiveSource(FixedPartitionedSource[tuple[str, Batch], int]):
     """The Parquet trade archive (``DATA_DIR/trades/...``) as the flow's batches: per original
     ``trades`` partition, in offset order, re-encoded as wire trades."""
 
-    def __init__(self, root: Path, between_ms: tuple[int, int], batch_max: int) -> None:
+    def __init__(self, root: DataPath, between_ms: tuple[int, int], batch_max: int) -> None:
         files = sorted(root.rglob("*.parquet"))
         if not files:
             raise ConfigError(f"no Parquet trade archive under {root} (DATA_DIR/trades)")
         lo, hi = between_ms
         self.frame = (
-            pl.scan_parquet(files, hive_partitioning=False)
+            scan_parquet(files)
             .filter(pl.col("ts_ms").is_between(lo - MARGIN_MS, hi + MARGIN_MS, closed="left"))
             .sort("partition", "offset")
             .collect()
@@ -259,9 +257,9 @@ class Progress:
 def run_backtest(
     settings: Settings,
     between_ms: tuple[int, int],
-    out: Path,
+    out: DataPath,
     symbols: frozenset[str] | None = None,
-    archive: Path | None = None,
+    archive: DataPath | None = None,
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run the flow over ``[from, to)`` into ``out``; return the summary (also ``summary.json``)."""
@@ -326,7 +324,7 @@ def _tick(progress: Progress, done: threading.Event) -> None:
 
 
 def _write_outputs(
-    out: Path,
+    out: DataPath,
     collected: Collected,
     between_ms: tuple[int, int],
     symbols: frozenset[str] | None,

@@ -48,7 +48,7 @@ from candlewax.logs import SECRETS, setup_logging
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
 from flows.barmath import BarState, StepResult, TimeRules
-from flows.volatility import AlertRules, VolatilityState
+from flows.volatility import VolatilityState
 from sinks.kafka import KafkaOutput, KafkaRecord
 from sinks.parquet import (
     UnsafePath,
@@ -97,7 +97,7 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
         self._stop_ms = stop_ms
         self._progress = progress
         self._done = False
-        conf = consumer_config(settings.bootstrap_servers, settings.group_id, settings.kafka)
+        conf = consumer_config(settings.connection, settings.group_id)
         self._consumer = Consumer(conf)
         start = OFFSET_BEGINNING if next_offset is None else next_offset
         self._consumer.assign([TopicPartition(self._topic, partition, start)])
@@ -176,9 +176,7 @@ class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
 
     def list_parts(self) -> list[str]:
         topic = self.settings.topic(TRADES)
-        conf = consumer_config(
-            self.settings.bootstrap_servers, self.settings.group_id, self.settings.kafka
-        )
+        conf = consumer_config(self.settings.connection, self.settings.group_id)
         consumer = Consumer(conf)
         try:
             meta = consumer.list_topics(topic, timeout=10)
@@ -259,7 +257,7 @@ class BarStep:
         self.bars_topic = settings.topic(BARS)
         self.deadletter_topic = settings.topic(DEADLETTER)
         self.alerts_topic = settings.topic(ALERTS)
-        self.rules = AlertRules.parse(settings.alerts)
+        self.rules = settings.alerts
         self.market = metrics.SymbolLimit(settings.metric_symbols_max)
 
     def __call__(
@@ -501,8 +499,7 @@ def build_flow(
     op.output(
         "kafka_out",
         records,
-        records_sink
-        or KafkaOutput(settings.bootstrap_servers, settings.kafka, settings.topic(DEADLETTER)),
+        records_sink or KafkaOutput(settings.connection, settings.topic(DEADLETTER)),
     )
     files = op.flat_map("files", outputs, lambda o: o.files)
     op.output("parquet_out", files, ParquetOutput(settings))
@@ -510,17 +507,18 @@ def build_flow(
 
 
 def build() -> Dataflow:
-    """Entry point of ``python -m bytewax.run "flows.bars:build()"``: settings from the
-    environment (``CANDLEWAX_*``, optional file in ``CANDLEWAX_CONFIG``), broker checked first.
+    """Entry point of ``python -m bytewax.run "flows.bars:build()"``: the settings its parent
+    handed down whole (``CANDLEWAX_SETTINGS_JSON``, from ``candlewax flow``), else the file in
+    ``CANDLEWAX_CONFIG`` and the ``CANDLEWAX_*`` environment; broker checked first.
     An operator error ends the process with one line and exit code 1, as the CLI's do."""
     level = os.environ.get("CANDLEWAX_LOG_LEVEL", "INFO")
     setup_logging(level)
     try:
-        settings = Settings.load(os.environ.get("CANDLEWAX_CONFIG") or None)
+        settings = Settings.inherited()
         if not settings.bootstrap_servers:
             raise BrokerError("CANDLEWAX_BOOTSTRAP_SERVERS is not set: where is Kafka?")
         check_writable(settings.data_dir)  # before anything is consumed, not at the first write
-        wait_for_broker(settings.bootstrap_servers)
+        wait_for_broker(settings.connection)
         metrics.serve(settings.metrics_host, settings.metrics_port)
     except CandlewaxError as exc:
         if level.upper() == "DEBUG":

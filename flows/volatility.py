@@ -24,78 +24,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from candlewax.codec import INTERVALS, Alert, alert_id, format_ratio, format_scaled
-from candlewax.errors import ConfigError
+from candlewax.settings.alerts import RULES, AlertRules
 
-RULES = ("range", "move", "zscore")
-
-
-@dataclass(frozen=True)
-class AlertRules:
-    """Detector settings. Threshold maps take ``interval`` keys (the default for every symbol)
-    and ``SYMBOL@interval`` keys (an override for one symbol)."""
-
-    #: (high − low) / high, e.g. {"1m": 0.005, "5m": 0.01, "BTCUSDT@1m": 0.003}
-    range: Mapping[str, float] = field(default_factory=lambda: {"1m": 0.005, "5m": 0.01})
-    #: |close − close N bars ago| / close, with N = move_bars
-    move: Mapping[str, float] = field(default_factory=lambda: {"5m": 0.01})
-    move_bars: int = 3
-    #: k in |log return| / σ ≥ k
-    zscore: Mapping[str, float] = field(default_factory=lambda: {"1m": 6.0})
-    zscore_halflife_bars: float = 30.0
-    zscore_warmup_bars: int = 30
-    cooldown_ms: int = 300_000
-
-    def __post_init__(self) -> None:
-        problems = []
-        for rule in ("range", "move", "zscore"):
-            for key, value in getattr(self, rule).items():
-                interval = key.rsplit("@", 1)[-1]
-                if interval not in INTERVALS:
-                    problems.append(
-                        f"{rule} key {key!r}: interval must be one of {', '.join(INTERVALS)}"
-                    )
-                if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                    problems.append(f"{rule} {key!r} = {value!r} must be a positive number")
-        if self.move_bars < 1 or self.zscore_warmup_bars < 1 or self.zscore_halflife_bars <= 0:
-            problems.append("move_bars, zscore_warmup_bars and zscore_halflife_bars must be >= 1")
-        if self.cooldown_ms < 0:
-            problems.append("cooldown_ms must be >= 0")
-        if problems:
-            raise ConfigError("invalid alert rules: " + "; ".join(problems))
-
-    def threshold(self, rule: str, symbol: str, interval: str) -> float | None:
-        table: Mapping[str, float] = getattr(self, rule)
-        return table.get(f"{symbol}@{interval}", table.get(interval))
-
-    def intervals(self, rule: str) -> set[str]:
-        return {key.rsplit("@", 1)[-1] for key in getattr(self, rule)}
-
-    @classmethod
-    def parse(cls, text: Mapping[str, str | float]) -> AlertRules:
-        """From flat settings: ``range="1m=0.005,5m=0.01,BTCUSDT@1m=0.003"``, ``move_bars=3``..."""
-        values: dict[str, object] = {}
-        for name, raw in text.items():
-            if name in RULES:
-                values[name] = _threshold_map(name, raw)
-            elif name in ("move_bars", "zscore_warmup_bars", "cooldown_ms"):
-                values[name] = int(raw)
-            elif name == "zscore_halflife_bars":
-                values[name] = float(raw)
-            else:
-                raise ConfigError(f"unknown alert setting {name!r}")
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _threshold_map(name: str, raw: object) -> dict[str, float]:
-    if isinstance(raw, Mapping):
-        items = [(str(k), v) for k, v in raw.items()]
-    else:
-        items = [tuple(p.split("=", 1)) for p in str(raw).split(",") if p.strip()]  # type: ignore[misc]
-    try:
-        return {str(k).strip(): float(v) for k, v in items}
-    except ValueError as exc:
-        raise ConfigError(f"alert setting {name!r}: {exc} (use e.g. 1m=0.005,5m=0.01)") from None
-
+__all__ = ["RULES", "AlertRules", "VolatilityState"]
 
 _WINDOW_SCHEMA = {
     "venue": pl.String,

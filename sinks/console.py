@@ -20,7 +20,7 @@ from typing import TextIO
 from confluent_kafka import Consumer, KafkaError
 
 from candlewax.codec import Alert, Bar, ParseError, Trade, decode_message
-from candlewax.kafka import consumer_config
+from candlewax.kafka import Connection, consumer_config
 
 
 @dataclass
@@ -153,13 +153,13 @@ def _num(text: str | float) -> str:
 
 
 def follow(
-    bootstrap_servers: str,
+    connection: Connection,
     topics: list[str],
     on_value: Callable[[str, bytes], None],
     stop: threading.Event,
 ) -> None:
     """Read ``topics`` from the beginning until ``stop`` is set, calling ``on_value`` per message."""
-    conf = consumer_config(bootstrap_servers, f"candlewax-console-{uuid.uuid4().hex[:8]}")
+    conf = consumer_config(connection, f"candlewax-console-{uuid.uuid4().hex[:8]}")
     conf["enable.partition.eof"] = False
     consumer = Consumer(conf)
     consumer.subscribe(topics)
@@ -176,7 +176,7 @@ def follow(
 
 
 def start_board(
-    bootstrap_servers: str,
+    connection: Connection,
     bars_topic: str,
     deadletter_topic: str,
     stop: threading.Event,
@@ -200,7 +200,7 @@ def start_board(
     topics = [bars_topic, deadletter_topic] + [t for t in (trades_topic, alerts_topic) if t]
     thread = threading.Thread(
         target=follow,
-        args=(bootstrap_servers, topics, on_value, stop),
+        args=(connection, topics, on_value, stop),
         name="console-view",
         daemon=True,
     )

@@ -12,13 +12,12 @@ dead letter that keeps its head and hash, so a broker refusal can never stop the
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import NamedTuple
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from candlewax.codec import MAX_MESSAGE_BYTES, DeadLetter
-from candlewax.kafka import TrackedProducer
+from candlewax.kafka import Connection, TrackedProducer
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,8 @@ class KafkaRecord(NamedTuple):
 
 
 class _KafkaPartition(StatelessSinkPartition[KafkaRecord]):
-    def __init__(
-        self, bootstrap_servers: str, extra: Mapping[str, str], deadletter_topic: str
-    ) -> None:
-        self._producer = TrackedProducer(bootstrap_servers, extra)
+    def __init__(self, connection: Connection, deadletter_topic: str) -> None:
+        self._producer = TrackedProducer(connection)
         self.deadletter_topic = deadletter_topic
 
     def write_batch(self, items: list[KafkaRecord]) -> None:
@@ -57,15 +54,9 @@ class _KafkaPartition(StatelessSinkPartition[KafkaRecord]):
 class KafkaOutput(DynamicSink[KafkaRecord]):
     """Writes records to whatever topic each names (bars, alerts, deadletter)."""
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        extra: Mapping[str, str] | None = None,
-        deadletter_topic: str = "deadletter",
-    ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.extra = dict(extra or {})
+    def __init__(self, connection: Connection, deadletter_topic: str = "deadletter") -> None:
+        self.connection = connection
         self.deadletter_topic = deadletter_topic
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition:
-        return _KafkaPartition(self.bootstrap_servers, self.extra, self.deadletter_topic)
+        return _KafkaPartition(self.connection, self.deadletter_topic)

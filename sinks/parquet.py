@@ -23,11 +23,13 @@ DECIMAL(38,16) (Σ price·qty keeps all its digits).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -35,6 +37,7 @@ from candlewax import metrics
 from candlewax.codec import BAR_FIELDS, DECIMALS
 from candlewax.codec.records import BAR_PRICES, BAR_QUOTES, BAR_VOLUMES, QUOTE_DECIMALS
 from candlewax.errors import CandlewaxError
+from candlewax.storage import DataPath, ObjectPath
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +76,22 @@ def _component(value: str) -> str:
     return value
 
 
-def safe_path(root: Path, *parts: str) -> Path:
-    """``root/part/...`` when every part is a plain name and the result resolves under root."""
-    path = root.joinpath(*(_component(p) for p in parts))
+def safe_path(root: DataPath, *parts: str) -> Any:
+    """``root/part/...`` when every part is a plain name and the result resolves under root
+    (an object store has no links: plain names are enough there)."""
+    names = [_component(p) for p in parts]
+    if isinstance(root, ObjectPath):
+        return root.joinpath(*names)
+    path = root.joinpath(*names)
     real_root = root.resolve()
     if not path.resolve().is_relative_to(real_root):
         raise UnsafePath(f"{path} resolves outside {real_root}")
     return path
 
 
-def check_writable(data_dir: Path) -> None:
-    """Fail at start, before anything is consumed, if Parquet cannot be written under data_dir."""
+def check_writable(data_dir: DataPath) -> None:
+    """Fail at start, before anything is consumed, if Parquet cannot be written under data_dir
+    (on an object store: a probe object is written and deleted — credentials, bucket, policy)."""
     probe = data_dir / f".candlewax-write-test.{os.getpid()}"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +116,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` so that readers see either the old file or the whole new one."""
+def write_atomic(frame: pl.DataFrame, path: Path | ObjectPath) -> None:
+    """Write ``frame`` to ``path`` so that readers see either the old file or the whole new one:
+    locally temp file → fsync → rename → fsync of the directory; on an object store one upload
+    of the whole file (an object is visible only once its upload completes)."""
+    if isinstance(path, ObjectPath):
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        path.write_bytes(buffer.getvalue())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.write_parquet(tmp, compression="zstd", statistics=True)
@@ -122,10 +137,18 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def remove_stale_temp(data_dir: Path) -> int:
+def count_files(root: DataPath) -> int:
+    """How many Parquet files are under ``root`` (0 when it does not exist)."""
+    return sum(1 for _ in root.rglob("*.parquet")) if root.is_dir() else 0
+
+
+def remove_stale_temp(data_dir: DataPath) -> int:
     """Delete temp files that writers killed mid-write left behind (their process is gone).
 
-    They were never visible as data: hidden (leading dot) and not ``*.parquet``."""
+    They were never visible as data: hidden (leading dot) and not ``*.parquet``. An object
+    store has none: an upload that did not complete leaves no object."""
+    if isinstance(data_dir, ObjectPath):
+        return 0
     removed = 0
     for tmp in data_dir.rglob(".*.tmp") if data_dir.is_dir() else ():
         try:
@@ -156,7 +179,7 @@ def bars_frame(bars: pl.DataFrame | Sequence[dict[str, object]]) -> pl.DataFrame
     )
 
 
-def bar_path(data_dir: Path, interval: str, partition: int, start_ms: int) -> Path:
+def bar_path(data_dir: DataPath, interval: str, partition: int, start_ms: int) -> Any:
     return safe_path(
         data_dir,
         "bars",
@@ -167,12 +190,12 @@ def bar_path(data_dir: Path, interval: str, partition: int, start_ms: int) -> Pa
 
 
 def write_bar_window(
-    data_dir: Path,
+    data_dir: DataPath,
     interval: str,
     partition: int,
     start_ms: int,
     bars: pl.DataFrame | Sequence[dict[str, object]],
-) -> Path:
+) -> Any:
     """All bars of one window of one trades partition → one file, rows sorted by venue, symbol."""
     path = bar_path(data_dir, interval, partition, start_ms)
     frame = bars_frame(bars).sort("venue", "symbol")
@@ -219,8 +242,8 @@ def archive_frame(rows: pl.DataFrame, partition: int) -> pl.DataFrame:
 
 
 def write_trade_block(
-    data_dir: Path, partition: int, block_start: int, last_offset: int, rows: pl.DataFrame
-) -> list[Path]:
+    data_dir: DataPath, partition: int, block_start: int, last_offset: int, rows: pl.DataFrame
+) -> list[Any]:
     """Archive the trades of one offset block of one partition, one file per (venue, date).
 
     A block that ends early (end of input) is named by its last offset; when the full block is
@@ -231,7 +254,7 @@ def write_trade_block(
     frame = archive_frame(rows, partition).with_columns(
         _date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d")
     )
-    written: list[Path] = []
+    written: list[Any] = []
     for (venue, date), part in frame.group_by(["venue", "_date"], maintain_order=True):
         path = safe_path(data_dir, "trades", f"venue={venue}", f"date={date}", name)
         write_atomic(part.drop("_date").sort("offset"), path)
@@ -245,5 +268,5 @@ def write_trade_block(
     return written
 
 
-def _block_files(root: Path, partition: int, block_start: int) -> Iterable[Path]:
+def _block_files(root: DataPath, partition: int, block_start: int) -> Iterable[Any]:
     return root.glob(f"venue=*/date=*/part-{partition:03d}-{block_start:012d}-*.parquet")

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from candlewax.codec import INTERVALS
+from candlewax.storage import scan_parquet
 
 #: Candles drawn per chart at most (the latest ones; the page says so when it cuts).
 MAX_CANDLES = 240
@@ -38,11 +39,11 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:+.3f}%"
 
 
-def load_bars(bars_dir: Path) -> pl.DataFrame:
+def load_bars(bars_dir: Any) -> pl.DataFrame:
     files = sorted(bars_dir.rglob("*.parquet")) if bars_dir.is_dir() else []
     if not files:
         return pl.DataFrame()
-    return pl.read_parquet(files).sort("venue", "symbol", "interval", "start_ms")
+    return scan_parquet(files).collect().sort("venue", "symbol", "interval", "start_ms")
 
 
 def chart(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]], title: str) -> str:
@@ -146,7 +147,7 @@ text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}
 """
 
 
-def write_report(out: Path, summary: dict[str, Any], alerts: Sequence[dict[str, Any]]) -> Path:
+def write_report(out: Any, summary: dict[str, Any], alerts: Sequence[dict[str, Any]]) -> Path:
     """``out/report.html`` from ``out/bars`` (Parquet), the alerts and the summary."""
     bars = load_bars(out / "bars")
     title = f"candlewax backtest {_t(summary['from_ms'])} – {_t(summary['to_ms'])} UTC"

@@ -143,7 +143,7 @@ class _Worker(threading.Thread):
 
     def _digesting(self) -> bool:
         n = len(self.queue)
-        return n > 1 and n * self.interval_s > self.config.max_delay_s
+        return n > 1 and n * self.interval_s > self.config.settings.max_delay_s
 
     def _take(self) -> list[_Item]:
         """The head alone, or — when the queue would wait longer than max_delay_s — all of it."""
@@ -188,7 +188,7 @@ class _Worker(threading.Thread):
     def _deliver(self, batch: list[_Item]) -> None:
         dest, channel = self.dest, self.dest.channel
         payloads = dest.payloads([i.alert for i in batch])
-        backoff = Backoff(cap_s=min(30.0, self.config.max_retry_s))
+        backoff = Backoff(cap_s=min(30.0, self.config.settings.max_retry_s))
         failing_since: float | None = None
         tried_fallback = False
         index = 0
@@ -224,7 +224,7 @@ class _Worker(threading.Thread):
             if result.outcome == channels.RETRY:
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
-                if now - failing_since >= self.config.max_retry_s:
+                if now - failing_since >= self.config.settings.max_retry_s:
                     self._finish(batch, DEAD_LETTERED, "unavailable", detail)
                     return
                 wait = backoff.next()
@@ -277,12 +277,14 @@ class Notifier:
         self.topic = settings.topic(ALERTS)
         self.deadletter_topic = settings.topic(DEADLETTER)
         self.client = client or httpx.Client(
-            timeout=httpx.Timeout(config.timeout_s, connect=min(5.0, config.timeout_s)),
+            timeout=httpx.Timeout(
+                config.settings.timeout_s, connect=min(5.0, config.settings.timeout_s)
+            ),
             follow_redirects=False,
         )
         self._own_client = client is None
-        self.store = DeliveredStore(config.state_file, config.keep_days)
-        self.producer = TrackedProducer(settings.bootstrap_servers, settings.kafka)
+        self.store = DeliveredStore(config.state_file, config.settings.keep_days)
+        self.producer = TrackedProducer(settings.connection)
         self._completions: collections.deque[_Done] = collections.deque()
         self._wake = threading.Event()
         self.workers = {
@@ -314,10 +316,8 @@ class Notifier:
         return self.thread
 
     def run(self, stop: threading.Event) -> None:
-        conf = consumer_config(
-            self.settings.bootstrap_servers, self.config.group_id, self.settings.kafka
-        )
-        conf["auto.offset.reset"] = self.config.start
+        conf = consumer_config(self.settings.connection, self.config.settings.group_id)
+        conf["auto.offset.reset"] = self.config.settings.start
         self.consumer = Consumer(conf)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         for worker in self.workers.values():
@@ -325,7 +325,7 @@ class Notifier:
         log.info(
             "notifying from %s (group %s) to: %s",
             self.topic,
-            self.config.group_id,
+            self.config.settings.group_id,
             "; ".join(self.config.describe()),
         )
         last_commit = 0.0
@@ -346,7 +346,7 @@ class Notifier:
         for worker in self.workers.values():
             worker.stop()
         for worker in self.workers.values():
-            worker.join(self.config.timeout_s + 5)
+            worker.join(self.config.settings.timeout_s + 5)
         self._drain()
         try:
             if self.consumer is not None:
@@ -534,11 +534,11 @@ class Notifier:
         """Pause consumption while too many alerts are held (a destination is down)."""
         assert self.consumer is not None
         held = sum(len(p) for p in self._pending.values())
-        if not self._paused and held >= self.config.max_pending:
+        if not self._paused and held >= self.config.settings.max_pending:
             self.consumer.pause(self.consumer.assignment())
             self._paused = True
             log.warning("%d alerts pending delivery: pausing the alerts consumer", held)
-        elif self._paused and held <= self.config.max_pending // 2:
+        elif self._paused and held <= self.config.settings.max_pending // 2:
             self.consumer.resume(self.consumer.assignment())
             self._paused = False
             log.info("pending alerts down to %d: consuming again", held)

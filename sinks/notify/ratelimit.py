@@ -9,35 +9,13 @@ before we saw its answer, so two sends ``count`` slots apart reach the platform 
 from __future__ import annotations
 
 import collections
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from candlewax.errors import ConfigError
+from candlewax.settings.notify import Rate
 
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """At most ``count`` sends in any ``window_s`` seconds."""
-
-    count: int
-    window_s: float
-
-    @classmethod
-    def parse(cls, text: str, where: str = "rate") -> Rate:
-        """``"20/60s"``, ``"1/1s"``, ``"30/s"``-style is not accepted: the window needs a number."""
-        m = _RATE_RE.match(text)
-        if not m or int(m.group(1)) < 1 or float(m.group(2)) <= 0:
-            raise ConfigError(f"{where}: {text!r} is not a rate like '20/60s' or '1/1s'")
-        return cls(int(m.group(1)), float(m.group(2)) * _UNIT_S[m.group(3) or "s"])
-
-    def __str__(self) -> str:
-        return f"{self.count}/{self.window_s:g}s"
+__all__ = ["Rate", "RateLimiter"]
 
 
 class RateLimiter:

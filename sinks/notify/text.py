@@ -20,8 +20,6 @@ from decimal import Decimal, InvalidOperation
 
 from candlewax.codec import Alert
 
-LANGUAGES = ("en", "zh")
-
 
 @dataclass(frozen=True, slots=True)
 class Span:

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from candlewax.broker import EmbeddedBroker, free_port
-from candlewax.kafka import TrackedProducer
+from candlewax.kafka import Connection, TrackedProducer
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, ensure_topics
 from tests.platforms import TelegramServer, WeComServer, sample_alerts
@@ -78,7 +78,7 @@ def test_notify_survives_kill_9_without_losing_an_alert(tmp_path: Path) -> None:
             bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix, retention_ms=-1
         )
         ensure_topics(settings)
-        producer = TrackedProducer(broker.bootstrap_servers)
+        producer = TrackedProducer(Connection(broker.bootstrap_servers))
         for a in alerts:
             producer.send(settings.topic(ALERTS), a.encode(), f"{a.venue}:{a.symbol}".encode())
         producer.flush()

@@ -4,7 +4,6 @@ only into the output directory."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import orjson
@@ -41,7 +40,7 @@ def topic_counts(settings: Settings) -> dict[str, int]:
 def test_a_backtest_equals_the_live_flow_and_writes_no_topic(
     settings: Settings, tmp_path: Path
 ) -> None:
-    live = dataclasses.replace(settings, alerts=RULES, archive_trades=True)
+    live = settings.replace(alerts=RULES, archive_trades=True)
     publish_capture(live)
     run_main(build_flow(live))
     live_alerts = sorted(
@@ -55,7 +54,7 @@ def test_a_backtest_equals_the_live_flow_and_writes_no_topic(
     before = topic_counts(settings)
 
     out = tmp_path / "bt"
-    other_batches = dataclasses.replace(live, batch_max=37, archive_trades=False)
+    other_batches = live.replace(batch_max=37, archive_trades=False)
     summary = run_backtest(other_batches, WHOLE, out, show_progress=False)
     assert topic_counts(settings) == before  # nothing went to a live topic
 
@@ -96,7 +95,7 @@ def test_a_range_and_symbols_select_exactly_those_trades(
     publish_capture(settings, with_garbage=False)
     lo, hi = parse_time("2024-08-08T23:56:00Z"), parse_time("2024-08-08T23:58:30Z")
     out = tmp_path / "bt"
-    run_backtest(dataclasses.replace(settings, alerts=RULES), (lo, hi), out, show_progress=False)
+    run_backtest(settings.replace(alerts=RULES), (lo, hi), out, show_progress=False)
     bars = pl.read_parquet(out / "bars" / "interval=1m" / "**" / "*.parquet").sort("start_ms")
     inside = [t for t in btcusdt() if lo <= t.ts_ms < hi]
     want = reference_bars(inside, "1m")

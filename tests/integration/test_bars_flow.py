@@ -67,7 +67,7 @@ def publish_capture(settings: Settings, per_message: int = 1, with_garbage: bool
     trades = btcusdt()
     half = len(trades) // 2
     late = dataclasses.replace(trades[100], id="late-1")
-    with TradeProducer(settings.bootstrap_servers, settings.topic("trades")) as producer:
+    with TradeProducer(settings.connection, settings.topic("trades")) as producer:
         items = [(t.recv_ms or t.ts_ms, [t], []) for t in trades[:half]]
         publish(items, producer, per_message=per_message)
         if with_garbage:
@@ -180,8 +180,7 @@ def test_batching_and_message_form_do_not_change_bars(settings: Settings) -> Non
     run_main(build_flow(settings))
     single = read_bars(settings)
 
-    arrays = dataclasses.replace(
-        settings,
+    arrays = settings.replace(
         topic_prefix=settings.topic_prefix + "arr.",
         batch_max=7,
         data_dir=settings.data_dir.parent / "arr",
@@ -211,7 +210,7 @@ def test_flow_publishes_alerts_with_deterministic_ids(settings: Settings) -> Non
 
     rules = {"range": {"1m": 0.001}, "move": {}, "zscore": {}, "cooldown_ms": 0}
     publish_capture(settings, with_garbage=False)
-    run_main(build_flow(dataclasses.replace(settings, alerts=rules)))
+    run_main(build_flow(settings.replace(alerts=rules)))
     alerts = [
         (k, Alert.decode(v))
         for *_, k, v in read_topic(settings.bootstrap_servers, settings.topic("alerts"))
@@ -220,8 +219,7 @@ def test_flow_publishes_alerts_with_deterministic_ids(settings: Settings) -> Non
     want = reference_range_alerts(btcusdt(), "1m", Decimal("0.001"))
     assert sorted((a.window_start_ms, a.ts_ms) for _, a in alerts) == [(s, ts) for s, ts, _ in want]
 
-    again = dataclasses.replace(
-        settings,
+    again = settings.replace(
         alerts=rules,
         batch_max=17,
         topic_prefix=settings.topic_prefix + "again.",

@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient
 from candlewax import broker as broker_mod
 from candlewax.broker import EmbeddedBroker, find_binary, wait_for_broker
 from candlewax.errors import BrokerError
+from candlewax.kafka import Connection
 from candlewax.settings import Settings
 from candlewax.topics import ALL, ensure_topics
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_broker_answers_metadata(broker: EmbeddedBroker) -> None:
     assert broker.running()
-    assert wait_for_broker(broker.bootstrap_servers, timeout_s=5) >= 1
+    assert wait_for_broker(Connection(broker.bootstrap_servers), timeout_s=5) >= 1
 
 
 def test_topics_ensure_is_idempotent(settings: Settings) -> None:
@@ -54,7 +55,7 @@ def test_unreachable_broker_fails_fast_with_advice() -> None:
     with pytest.raises(
         BrokerError, match=r"no Kafka broker answered at 127\.0\.0\.1:\d+ .*bootstrap"
     ):
-        wait_for_broker(f"127.0.0.1:{port}", timeout_s=1.5)
+        wait_for_broker(Connection(f"127.0.0.1:{port}"), timeout_s=1.5)
 
 
 def test_missing_binary_says_how_to_install(

@@ -9,7 +9,6 @@ carries the expected reason and the message's own offset.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -112,7 +111,7 @@ def produce(settings: Settings, values: list[bytes | None]) -> None:
 
 @pytest.fixture
 def one_partition(settings: Settings) -> Settings:
-    s = dataclasses.replace(settings, topic_prefix=f"h{uuid.uuid4().hex[:10]}.", partitions=1)
+    s = settings.replace(topic_prefix=f"h{uuid.uuid4().hex[:10]}.", partitions=1)
     ensure_topics(s)
     return s
 
@@ -174,7 +173,7 @@ def test_every_message_produced_twice_gives_the_clean_bars(one_partition: Settin
     values = [t.encode() for t in clean_trades()]
     produce(one_partition, [v for v in values for _ in (0, 1)])
     dupes = _metric("candlewax_flow_duplicate_trades_total", venue="binance")
-    run_main(build_flow(dataclasses.replace(one_partition, archive_trades=False)))
+    run_main(build_flow(one_partition.replace(archive_trades=False)))
     assert _metric("candlewax_flow_duplicate_trades_total", venue="binance") - dupes == 3000
     bars = [orjson.loads(v) for *_, v in
             read_topic(one_partition.bootstrap_servers, one_partition.topic("bars"))]  # fmt: skip

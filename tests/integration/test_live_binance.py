@@ -99,7 +99,7 @@ def test_connector_delivers_every_trade_once_in_order_through_failures(settings:
     stop = threading.Event()
     with WsServer([session1, session2, session3, session4]) as ws_server, rest:
         producer = TradeProducer(
-            settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+            settings.connection, settings.topic("trades"), settings.topic("deadletter")
         )
         options = LiveOptions(
             ws_url=ws_server.url, rest_url=rest.url, ping_interval_s=0.3, stale_after_s=2.0,
@@ -163,7 +163,7 @@ def test_banned_rest_is_counted_as_unrecovered_and_live_data_keeps_flowing(
 
     stop = threading.Event()
     with WsServer([with_gap]) as ws_server, rest:
-        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        producer = TradeProducer(settings.connection, settings.topic("trades"))
         connector = LiveConnector(
             BINANCE,
             ["BTCUSDT"],
@@ -241,7 +241,7 @@ def test_bad_frames_between_good_ones_are_dead_lettered_and_the_connection_goes_
     stop = threading.Event()
     with WsServer([session]) as ws_server:
         producer = TradeProducer(
-            settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+            settings.connection, settings.topic("trades"), settings.topic("deadletter")
         )
         connector = LiveConnector(
             BINANCE, ["BTCUSDT"], producer, LiveOptions(ws_url=ws_server.url), stop
@@ -295,7 +295,7 @@ def test_a_crashing_connection_thread_is_restarted_and_backfills_what_it_missed(
     stop = threading.Event()
     with WsServer([first, second]) as ws_server, rest:
         producer = TradeProducer(
-            settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+            settings.connection, settings.topic("trades"), settings.topic("deadletter")
         )
         options = LiveOptions(ws_url=ws_server.url, rest_url=rest.url, backoff_initial_s=0.1)
         connector = LiveConnector(BINANCE, ["BTCUSDT"], producer, options, stop)
@@ -323,7 +323,7 @@ def test_a_connector_that_cannot_recover_stops_with_an_error(
 
     stop = threading.Event()
     with WsServer([session]) as ws_server:
-        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        producer = TradeProducer(settings.connection, settings.topic("trades"))
         options = LiveOptions(ws_url=ws_server.url, backoff_initial_s=0.05, max_crashes=2)
         connector = LiveConnector(BINANCE, ["BTCUSDT"], producer, options, stop)
         result, errors = _run(connector, stop, lambda: False, timeout=30)
@@ -346,7 +346,7 @@ def test_the_api_key_goes_in_the_backfill_header_and_nowhere_else(settings: Sett
 
     stop = threading.Event()
     with WsServer([with_gap]) as ws_server, rest:
-        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        producer = TradeProducer(settings.connection, settings.topic("trades"))
         options = LiveOptions(ws_url=ws_server.url, rest_url=rest.url, api_key=key)
         connector = LiveConnector(BINANCE, ["BTCUSDT"], producer, options, stop)
         (stats,), errors = _run(connector, stop, lambda: connector.stats().trades >= 100)

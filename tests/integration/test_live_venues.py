@@ -96,7 +96,7 @@ def test_coinbase_gaps_are_backfilled_with_the_after_cursor(settings: Settings) 
 
     stop = threading.Event()
     with WsServer([first, second], expect_subscribe=True) as ws_server, rest:
-        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        producer = TradeProducer(settings.connection, settings.topic("trades"))
         options = LiveOptions(ws_url=ws_server.url, rest_url=rest.url, backoff_initial_s=0.1)
         connector = LiveConnector(COINBASE, ["SKL-USD"], producer, options, stop)
         run_until(connector, lambda: connector.stats().trades >= len(ids))
@@ -132,7 +132,7 @@ def test_finnhub_token_stays_out_of_logs_and_reconnects_leave_gap_records(
     stop = threading.Event()
     with WsServer([first, second]) as ws_server:
         producer = TradeProducer(
-            settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+            settings.connection, settings.topic("trades"), settings.topic("deadletter")
         )
         # `candlewax connect` reads FINNHUB_TOKEN(_FILE) at its entry point and hands it down.
         options = LiveOptions(
@@ -181,7 +181,7 @@ def test_okx_text_pings_keep_a_quiet_connection_alive(
 
     stop = threading.Event()
     with WsServer([quiet]) as ws_server:
-        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        producer = TradeProducer(settings.connection, settings.topic("trades"))
         options = LiveOptions(ws_url=ws_server.url, ping_interval_s=0.2, stale_after_s=1.0)
         connector = LiveConnector(OKX, ["BTCUSDT"], producer, options, stop)
         deadline = time.monotonic() + 3.0
@@ -224,7 +224,7 @@ def test_server_pings_are_answered_and_rotation_reconnects_without_loss(settings
 
     stop = threading.Event()
     with WsServer([trickle], ping_interval=0.2) as ws_server, rest:
-        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        producer = TradeProducer(settings.connection, settings.topic("trades"))
         options = LiveOptions(
             ws_url=ws_server.url, rest_url=rest.url, max_lifetime_s=1.0, ping_interval_s=5.0,
             stale_after_s=10.0, backoff_initial_s=0.1,
@@ -273,7 +273,7 @@ def test_bybit_v5_subscribe_ack_trades_and_json_pings(settings: Settings) -> Non
 
     stop = threading.Event()
     with WsServer([session]) as ws_server:
-        producer = TradeProducer(settings.bootstrap_servers, settings.topic("trades"))
+        producer = TradeProducer(settings.connection, settings.topic("trades"))
         options = LiveOptions(ws_url=ws_server.url, ping_interval_s=0.2, stale_after_s=1.0)
         connector = LiveConnector(BYBIT, ["BTCUSDT"], producer, options, stop)
         deadline = time.monotonic() + 2.5  # long enough for several pings past stale_after_s

@@ -35,7 +35,7 @@ NASTY = ("BINANCE:BTCUSDT", "BRK.B", "X.Y:Z.1", "ETHUSDT")
 
 
 def publish(settings: Settings, alerts: list[Alert], extra: list[bytes] = ()) -> None:
-    producer = TrackedProducer(settings.bootstrap_servers)
+    producer = TrackedProducer(settings.connection)
     for a in alerts:
         producer.send(settings.topic(ALERTS), a.encode(), f"{a.venue}:{a.symbol}".encode())
     for raw in extra:
@@ -110,7 +110,8 @@ def config(
     }
     if routes:
         raw["routes"] = routes
-    return NotifyConfig.parse(raw, {}, telegram_api_url=telegram, wecom_api_url=wecom)
+    urls = {k: v for k, v in {"telegram_api_url": telegram, "wecom_api_url": wecom}.items() if v}
+    return NotifyConfig.build(Settings.load(env={}, notify=raw, **urls), {})
 
 
 def ids_in(messages: list[dict[str, Any]], field: str, label: str) -> list[str]:
@@ -496,7 +497,7 @@ def test_a_bad_alert_or_a_failing_destination_stops_no_destination(
             wecom=wecom.url,
             max_delay_s=1000,
         )
-        producer = TrackedProducer(settings.bootstrap_servers)
+        producer = TrackedProducer(settings.connection)
         for i, alert in enumerate(alerts):
             producer.send(settings.topic(ALERTS), alert.encode(), alert.key.encode())
             if i in (3, 8):

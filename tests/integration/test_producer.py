@@ -9,6 +9,7 @@ import pytest
 
 from candlewax.codec import Heartbeat, Trade, decode_message
 from candlewax.errors import DeliveryError
+from candlewax.kafka import Connection
 from candlewax.settings import Settings
 from connectors.producer import TradeProducer
 from tests.kafka_read import read_topic
@@ -28,7 +29,7 @@ def _trades(n: int) -> list[Trade]:
 
 def test_trades_are_keyed_and_each_symbol_stays_in_order(settings: Settings) -> None:
     trades = _trades(400)
-    with TradeProducer(settings.bootstrap_servers, settings.topic("trades")) as producer:
+    with TradeProducer(settings.connection, settings.topic("trades")) as producer:
         assert producer.send(trades) == 400
     assert producer.delivered == 400 and producer.failed == 0
     messages = read_topic(settings.bootstrap_servers, settings.topic("trades"))
@@ -45,7 +46,7 @@ def test_trades_are_keyed_and_each_symbol_stays_in_order(settings: Settings) -> 
 
 def test_array_messages_and_heartbeats_reach_every_partition(settings: Settings) -> None:
     trades = _trades(100)
-    with TradeProducer(settings.bootstrap_servers, settings.topic("trades")) as producer:
+    with TradeProducer(settings.connection, settings.topic("trades")) as producer:
         assert producer.send(trades, per_message=10) == 100
         producer.heartbeat("binance", 1723161300000)
     messages = read_topic(settings.bootstrap_servers, settings.topic("trades"))
@@ -64,7 +65,7 @@ def test_undelivered_messages_raise_on_flush() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    producer = TradeProducer(f"127.0.0.1:{port}", extra={"message.timeout.ms": "1500"})
+    producer = TradeProducer(Connection(f"127.0.0.1:{port}", {"message.timeout.ms": "1500"}))
     producer.send(_trades(3))
     with pytest.raises(DeliveryError):
         producer.flush(timeout_s=10)

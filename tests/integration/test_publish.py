@@ -27,7 +27,7 @@ def test_speed_paces_by_receive_time_and_shift_moves_event_time(settings: Settin
     bad = DeadLetter("json", "broken", b"{oops", {"file": "rec.gz", "line": 3})
     items.insert(2, (T0 + 500, [], [bad]))
     with TradeProducer(
-        settings.bootstrap_servers, settings.topic("trades"), settings.topic("deadletter")
+        settings.connection, settings.topic("trades"), settings.topic("deadletter")
     ) as producer:
         started = time.monotonic()
         stats = publish(items, producer, speed=2.0, shift_ms=86_400_000, heartbeat_ms=1_000)
@@ -54,7 +54,7 @@ def test_speed_paces_by_receive_time_and_shift_moves_event_time(settings: Settin
 
 def test_speed_zero_does_not_wait(settings: Settings) -> None:
     items = [(T0 + 60_000 * i, [_trade(i, T0 + 60_000 * i)], []) for i in range(3)]  # 2 minutes
-    with TradeProducer(settings.bootstrap_servers, settings.topic("trades")) as producer:
+    with TradeProducer(settings.connection, settings.topic("trades")) as producer:
         started = time.monotonic()
         publish(items, producer, speed=0)
         assert time.monotonic() - started < 60  # far below the recorded 120 s

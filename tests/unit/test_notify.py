@@ -220,7 +220,8 @@ def test_limiter_lets_a_burst_through_then_spaces() -> None:
 
 
 def parse(raw: dict, env: dict | None = None, **kw) -> NotifyConfig:
-    return NotifyConfig.parse(raw, env or {}, **kw)
+    """The notifier's destinations, through the one settings parser as a user's would go."""
+    return NotifyConfig.build(Settings.load(env={}, notify=raw, **kw), env or {})
 
 
 def test_channels_from_the_environment() -> None:
@@ -238,7 +239,7 @@ def test_channels_from_the_environment() -> None:
     assert [str(r) for r in private.limiter.rates] == ["1/1s"]
     assert group.shared is private.shared and [str(r) for r in group.shared.rates] == ["30/1s"]
     assert [str(r) for r in wecom.limiter.rates] == ["20/60s"] and wecom.language == "zh"
-    assert cfg.start == "latest" and cfg.state_file == Path("data/notify.sqlite3")
+    assert cfg.settings.start == "latest" and cfg.state_file == Path("data/notify.sqlite3")
     assert "SECRET" not in repr(cfg) and "k-9" not in repr(cfg) + "".join(cfg.describe())
     # Parsing registered both with the process's one redaction path.
     assert SECRETS.redact("token 123:SECRET and key k-9-robot-key") == "token *** and key ***"
@@ -247,7 +248,7 @@ def test_channels_from_the_environment() -> None:
 
 def test_secret_files(tmp_path: Path) -> None:
     (tmp_path / "tok").write_text("999:FROMFILE\n")
-    (tmp_path / "key").write_text("wkey\n")
+    (tmp_path / "key").write_text("wkey-from-file\n")
     cfg = parse(
         {
             "channels": {
@@ -256,9 +257,11 @@ def test_secret_files(tmp_path: Path) -> None:
         },
         {"TELEGRAM_BOT_TOKEN": "ignored"},
     )
-    assert cfg.secrets == ("999:FROMFILE",)
+    assert [d._url.split("/")[-2] for d in cfg.destinations] == ["bot999:FROMFILE"]  # not the env
+    assert SECRETS.redact("a 999:FROMFILE b") == "a *** b"
     cfg = parse({}, {"WECOM_WEBHOOK_KEY_FILE": str(tmp_path / "key")})
-    assert cfg.secrets == ("wkey",)
+    assert [d._key for d in cfg.destinations] == ["wkey-from-file"]
+    assert SECRETS.redact("k=wkey-from-file") == "k=***"
     with pytest.raises(ConfigError, match="cannot read the token file"):
         parse(
             {
@@ -272,37 +275,40 @@ def test_secret_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"chanels": {}}, "unknown key"),
-        ({"channels": {"x": {"type": "slack"}}}, "is not one of"),
+        ({"chanels": {}}, "unknown setting 'notify.chanels'"),
+        ({"channels": {"x": {"type": "slack"}}}, "notify.channels.x.*'slack'.*'telegram', 'wecom'"),
         (
             {"channels": {"x": {"type": "telegram", "chat_ids": "1"}}},
             "no bot token; set TELEGRAM_BOT_TOKEN",
         ),
         ({"channels": {"x": {"type": "telegram", "token": "t"}}}, "no chat id"),
         ({"channels": {"x": {"type": "wecom"}}}, "no robot key; set WECOM_WEBHOOK_KEY"),
-        ({"channels": {"x": {"type": "wecom", "key": "k", "fromat": "text"}}}, "unknown key"),
+        (
+            {"channels": {"x": {"type": "wecom", "key": "k", "fromat": "text"}}},
+            "unknown setting 'notify.channels.x.fromat'",
+        ),
         ({"channels": {"x": {"type": "webhook", "url": "ftp://x"}}}, "http"),
         ({"channels": {"x": {"type": "console", "rate": "fast"}}}, "is not a rate"),
         (
             {"channels": {"x": {"type": "console"}}, "routes": [{"channels": ["y"]}]},
-            "no channel named",
+            r"routes\[0\] names no channel \['y'\]; configured: \['x'\]",
         ),
         (
             {
                 "channels": {"x": {"type": "console"}},
                 "routes": [{"channels": ["x"], "rules": ["rnage"]}],
             },
-            "unknown rule",
+            "notify.routes.0.rules.0.*'range', 'move' or 'zscore' .got 'rnage'",
         ),
         (
             {
                 "channels": {"x": {"type": "console"}},
                 "routes": [{"channels": ["x"], "min_severity": "info"}],
             },
-            "is not one of",
+            "notify.routes.0.min_severity.*'warning' or 'critical' .got 'info'",
         ),
-        ({"max_delay_s": 0}, "must be > 0"),
-        ({"start": "now"}, "is not one of"),
+        ({"max_delay_s": 0}, "notify.max_delay_s.*greater than 0"),
+        ({"start": "now"}, "notify.start.*'latest' or 'earliest' .got 'now'"),
     ],
 )
 def test_bad_config_is_a_clear_error(raw, message) -> None:
@@ -342,10 +348,10 @@ def test_settings_take_notify_from_toml_and_env_and_never_print_secrets(tmp_path
         '[candlewax.notify.channels.hook]\ntype = "webhook"\nurl = "https://h/x?sig=SECRET2"\n'
     )
     s = Settings.load(path, env={"CANDLEWAX_TELEGRAM_API_URL": "http://127.0.0.1:1"})
-    assert s.notify["channels"]["tg"]["token"] == "123:SECRET"
+    assert s.notify.channels["tg"].token.get_secret_value() == "123:SECRET"
     assert s.telegram_api_url == "http://127.0.0.1:1"
     assert "SECRET" not in repr(s)
     s = Settings.load(env={"CANDLEWAX_NOTIFY": '{"max_delay_s": 3}'})
-    assert s.notify == {"max_delay_s": 3}
+    assert s.notify.max_delay_s == 3 and s.notify.channels is None
     with pytest.raises(ConfigError, match="notify"):
         Settings.load(env={"CANDLEWAX_NOTIFY": "[1]"})

@@ -11,6 +11,7 @@ import pytest
 from candlewax.codec import Alert, Trade
 from candlewax.codec.columns import decode_batch
 from candlewax.errors import ConfigError
+from candlewax.settings import Settings
 from connectors.replay import iter_file
 from flows.barmath import BarState
 from flows.volatility import AlertRules, VolatilityState
@@ -113,5 +114,5 @@ def test_alert_ids_are_deterministic_and_severity_scales() -> None:
     ],
 )
 def test_bad_rules_are_config_errors(bad: dict) -> None:
-    with pytest.raises(ConfigError):
-        AlertRules.parse(bad)
+    with pytest.raises(ConfigError, match=f"invalid settings: .*alerts.{next(iter(bad))}"):
+        Settings.load(env={}, alerts=bad)

@@ -1,0 +1,5 @@
+import sys
+
+from candlewax.cli import main
+
+sys.exit(main())
