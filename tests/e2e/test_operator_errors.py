@@ -76,7 +76,7 @@ CASES = [
     ("bad Kafka property value", ["topics", "ensure"],
      {"CANDLEWAX_KAFKA": '{"security.protocol": "SASL_PLAINTEXTT"}'}, ["security.protocol", "Invalid"]),
     ("badly formed Kafka properties", ["topics", "ensure"], {"CANDLEWAX_KAFKA": "acks=all"},
-     ["CANDLEWAX_KAFKA is not valid JSON", '{"security.protocol": "SSL"}']),
+     ["CANDLEWAX_KAFKA is not valid JSON", '{{"security.protocol": "SSL"}}']),
     ("Kafka property that is no name", ["topics", "ensure"], {"CANDLEWAX_KAFKA": '{"Acks!": 1}'},
      ["kafka", "'Acks!' is not a librdkafka property name", "CANDLEWAX_KAFKA"]),
     ("cluster process id beyond the addresses", ["flow", "-i", "2", "-a", "127.0.0.1:1;127.0.0.1:2"],
