@@ -62,7 +62,7 @@ from typing import Any, ClassVar
 
 from candlewax.codec import Trade, normalize_symbol
 from candlewax.errors import ConfigError, ParseError
-from connectors.venue import Frame, Venue, load_json, type_name
+from connectors.venue import Frame, Venue, json_object, load_json, type_name
 
 #: Values of the futures ``X`` field kept as trades: fills in the order book, the trades
 #: Binance's trade lists, aggTrades and klines are made of (see the module docstring).
@@ -130,10 +130,7 @@ class Binance(Venue):
         """
         if isinstance(obj, list):
             return [t for event in obj for t in self._event(event, recv_ms)]
-        if not isinstance(obj, dict):
-            raise ParseError(
-                "venue_frame", f"a Binance frame is a JSON object, got {type_name(obj)}"
-            )
+        obj = json_object(obj, "a Binance frame")
         data = _unwrap(obj)
         if isinstance(data, list):
             return [t for event in data for t in self._event(event, recv_ms)]
@@ -152,10 +149,7 @@ class Binance(Venue):
         return None
 
     def _event(self, event: Any, recv_ms: int | None) -> list[Trade]:
-        if not isinstance(event, dict):
-            raise ParseError(
-                "venue_frame", f"a Binance event is a JSON object, got {type_name(event)}"
-            )
+        event = json_object(event, "a Binance event")
         kind = event.get("e")
         if kind is None:
             if _is_eventless(event):

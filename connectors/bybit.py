@@ -71,7 +71,7 @@ import orjson
 from candlewax.codec import Trade
 from candlewax.codec import rules as codec_rules
 from candlewax.errors import ParseError
-from connectors.venue import Venue, keys, type_name
+from connectors.venue import Venue, json_object, keys, string_field, type_name
 
 TOPIC = "publicTrade"
 #: Subscription args per request on spot (Bybit v5 docs).
@@ -118,15 +118,12 @@ class Bybit(Venue):
         without its ``data`` list), ``missing_field``/``bad_type``/``bad_side`` for a trade
         without valid fields, and the codec's reasons for bad values.
         """
-        if not isinstance(obj, dict):
-            raise ParseError("venue_frame", f"a Bybit frame is a JSON object, got {type_name(obj)}")
-        topic = obj.get("topic")
-        if topic is None:
+        obj = json_object(obj, "a Bybit frame")
+        if obj.get("topic") is None:
             if "op" in obj or "success" in obj:  # acks, pongs, errors
                 return []
             raise ParseError("venue_frame", f"no 'topic', 'op' or 'success' (keys: {keys(obj)})")
-        if not isinstance(topic, str):
-            raise ParseError("venue_frame", f"'topic' is a {type_name(topic)}, expected a string")
+        topic = string_field(obj, "topic")
         name, _, topic_symbol = topic.partition(".")
         names = {TOPIC: _V5, "trade": _LEGACY}.get(name)
         if names is None:
@@ -151,8 +148,7 @@ class Bybit(Venue):
 
     def _item(self, item: Any, names: _Names, topic_symbol: str, recv_ms: int | None) -> Trade:
         """One trade of a push, by the field names of its API version."""
-        if not isinstance(item, dict):
-            raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
+        item = json_object(item, "a trade")
         return self.trade(
             symbol=item.get(names.symbol, topic_symbol),
             id=item.get(names.id),

@@ -64,7 +64,7 @@ import orjson
 
 from candlewax.codec import Trade
 from candlewax.errors import ParseError
-from connectors.venue import Venue, split_pair, type_name
+from connectors.venue import Venue, json_object, split_pair, string_field, type_name
 
 CHANNEL = "matches"
 #: Message types carrying one trade each.
@@ -134,13 +134,8 @@ class Coinbase(Venue):
         ``type``), ``missing_field``/``bad_type``/``bad_side``/``bad_timestamp`` for a match
         without valid fields, and the codec's reasons for bad values.
         """
-        if not isinstance(obj, dict):
-            raise ParseError(
-                "venue_frame", f"a Coinbase frame is a JSON object, got {type_name(obj)}"
-            )
-        kind = obj.get("type")
-        if not isinstance(kind, str):
-            raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
+        obj = json_object(obj, "a Coinbase frame")
+        kind = string_field(obj, "type")
         if kind not in TRADE_TYPES:
             return []
         maker = obj.get("side")

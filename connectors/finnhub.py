@@ -61,7 +61,7 @@ import orjson
 
 from candlewax.codec import Trade
 from candlewax.errors import ConfigError, ParseError
-from connectors.venue import Venue, type_name
+from connectors.venue import Venue, json_object, string_field, type_name
 
 #: (symbol, millisecond) pairs whose trade counts are remembered, per connection.
 ID_MEMORY = 4096
@@ -127,13 +127,8 @@ class Finnhub(Venue):
         or a trade message without its ``data`` list), ``missing_field``/``bad_type`` for a
         trade without its symbol, and the codec's reasons for bad values.
         """
-        if not isinstance(obj, dict):
-            raise ParseError(
-                "venue_frame", f"a Finnhub message is a JSON object, got {type_name(obj)}"
-            )
-        kind = obj.get("type")
-        if not isinstance(kind, str):
-            raise ParseError("venue_frame", f"'type' is a {type_name(kind)}, expected a string")
+        obj = json_object(obj, "a Finnhub message")
+        kind = string_field(obj, "type")
         if kind != "trade":
             return []  # ping, error, and message types of other products (news, ...)
         data = obj.get("data")
@@ -147,8 +142,7 @@ class Finnhub(Venue):
         return [self._numbered(trade) for trade in checked if trade is not None]
 
     def _checked(self, item: Any, recv_ms: int | None) -> Trade | None:
-        if not isinstance(item, dict):
-            raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
+        item = json_object(item, "a trade")
         volume = item.get("v")
         if isinstance(volume, int | float) and not isinstance(volume, bool) and volume == 0:
             return None  # a price update, not a trade

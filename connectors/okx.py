@@ -72,7 +72,16 @@ import orjson
 from candlewax.codec import Trade
 from candlewax.codec import rules as codec_rules
 from candlewax.errors import ParseError
-from connectors.venue import Frame, Venue, chunks, keys, load_json, split_pair, type_name
+from connectors.venue import (
+    Frame,
+    Venue,
+    chunks,
+    json_object,
+    keys,
+    load_json,
+    split_pair,
+    type_name,
+)
 
 #: Channels whose pushes carry trades (same fields): aggregated ``trades`` on ``/ws/v5/public``,
 #: one-trade-per-push ``trades-all`` on ``/ws/v5/business``.
@@ -148,8 +157,7 @@ class Okx(Venue):
         return self.trades(load_json(frame), recv_ms)
 
     def trades(self, obj: Any, recv_ms: int | None) -> list[Trade]:
-        if not isinstance(obj, dict):
-            raise ParseError("venue_frame", f"an OKX frame is a JSON object, got {type_name(obj)}")
+        obj = json_object(obj, "an OKX frame")
         if "event" in obj:  # subscribe / unsubscribe / error / notice / login acks
             return []
         arg = obj.get("arg")
@@ -179,8 +187,7 @@ class Okx(Venue):
         return super().control(frame)
 
     def _trade(self, item: Any, arg_inst_id: Any, recv_ms: int | None) -> Trade:
-        if not isinstance(item, dict):
-            raise ParseError("venue_frame", f"a trade is a JSON object, got {type_name(item)}")
+        item = json_object(item, "a trade")
         if item.get("side") is None:  # the aggressor is always sent: its absence is a change
             raise ParseError("missing_field", "side")
         ts = item.get("ts")

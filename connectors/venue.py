@@ -31,7 +31,17 @@ from candlewax.errors import ConfigError, ParseError
 
 Frame = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any]
 
-__all__ = ["Frame", "Venue", "chunks", "keys", "load_json", "split_pair", "type_name"]
+__all__ = [
+    "Frame",
+    "Venue",
+    "chunks",
+    "json_object",
+    "keys",
+    "load_json",
+    "split_pair",
+    "string_field",
+    "type_name",
+]
 
 
 def load_json(frame: Any) -> Any:
@@ -43,6 +53,21 @@ def load_json(frame: Any) -> Any:
     raise ParseError(
         "venue_frame", f"a frame is text, bytes or decoded JSON, got {type_name(frame)}"
     )
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else the ``venue_frame`` error naming ``what``."""
+    if not isinstance(value, dict):
+        raise ParseError("venue_frame", f"{what} is a JSON object, got {type_name(value)}")
+    return value
+
+
+def string_field(obj: dict[str, Any], name: str) -> str:
+    """``obj[name]`` when it is a string, else the ``venue_frame`` error naming the field."""
+    value = obj.get(name)
+    if not isinstance(value, str):
+        raise ParseError("venue_frame", f"'{name}' is a {type_name(value)}, expected a string")
+    return value
 
 
 def keys(obj: dict[str, Any]) -> str:
