@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import io
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +36,6 @@ def _filesystem(scheme: str, bucket: str) -> pafs.FileSystem:
     """One client per bucket per process (pyarrow reads credentials when it is made)."""
     uri = f"{scheme}://{bucket}"
     if scheme in ("az", "abfs"):
-        import os
-
         account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get(
             "AZURE_STORAGE_ACCOUNT"
         )
@@ -145,8 +145,7 @@ class ObjectPath:
         return self._info().type == pafs.FileType.Directory or not self.key
 
     def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
-        """Prefixes need no creating; only checks the bucket can be reached."""
-        self._fs.get_file_info(self.bucket)
+        """Nothing to do: a key prefix exists once an object is written under it."""
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
@@ -194,8 +193,6 @@ def data_path(value: Any) -> DataPath:
 def scan_parquet(files: list[Any]) -> Any:
     """A Polars LazyFrame over Parquet files, local or in an object store (read through the
     same pyarrow client that wrote them, so the same credentials apply)."""
-    import io
-
     import polars as pl
 
     local = [str(f) for f in files if isinstance(f, Path)]

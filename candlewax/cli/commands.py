@@ -22,6 +22,7 @@ from candlewax.cli.common import (
     stop_on_signals,
     synthetic_items,
 )
+from candlewax.cli.parser import flag
 from candlewax.errors import BrokerError, CandlewaxError, ConfigError
 from candlewax.settings import Settings, env_secret
 from candlewax.storage import data_path
@@ -29,7 +30,7 @@ from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES, ensure_topics
 
 
 def _metrics_requested(args: argparse.Namespace) -> bool:
-    return getattr(args, "setting__metrics_port", None) is not None
+    return flag(args, "metrics_port") is not None
 
 
 def cmd_broker(args: argparse.Namespace) -> int:

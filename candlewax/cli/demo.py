@@ -30,7 +30,8 @@ from candlewax.cli.common import (
     stop_on_signals,
     synthetic_items,
 )
-from candlewax.cli.flow import flow_env
+from candlewax.cli.flow import flow_command, flow_env
+from candlewax.cli.parser import flag
 from candlewax.errors import CandlewaxError
 from candlewax.kafka import end_offsets
 from candlewax.settings import Settings
@@ -104,7 +105,7 @@ class Demo:
         flow_settings = settings.replace(metrics_port=port)
         # Its own session: a terminal Ctrl-C reaches the demo, which then stops the flow itself.
         self.flow = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.bars:build()"],
+            flow_command(flow_settings, os.environ),
             env=flow_env(flow_settings, os.environ),
             start_new_session=True,
             preexec_fn=die_with_parent,
@@ -240,11 +241,11 @@ def plan_from(args: argparse.Namespace) -> DemoPlan:
         items = synthetic_items(args.symbols, args.seed, args.rate, start_ms, args.duration, paced)
         speed = 1.0 if paced else 0.0
         source = f"synthetic market, {args.symbols} symbols"
-    return DemoPlan(settings, args.engine, items, speed, source, args.setting__metrics_port)
+    return DemoPlan(settings, args.engine, items, speed, source, flag(args, "metrics_port"))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.setting__exit_when_done and not args.replay and args.duration is None:
+    if flag(args, "exit_when_done") and not args.replay and args.duration is None:
         print("candlewax: error: --exit-when-done needs --replay or --duration", file=sys.stderr)
         return 2
     plan = plan_from(args)

@@ -23,13 +23,24 @@ _PREFIX = "setting__"
 
 def setting(
     p: argparse.ArgumentParser | argparse._ArgumentGroup,
-    flag: str,
+    flags: str | tuple[str, ...],
     name: str,
     help: str,
     **kwargs: Any,
 ) -> None:
-    """``flag`` sets the setting ``name`` (dotted for a nested one: ``notify.group_id``)."""
-    p.add_argument(flag, dest=_PREFIX + name.replace(".", "__"), default=None, help=help, **kwargs)
+    """``flags`` (one option string or several) set the setting ``name`` (dotted for a nested
+    one: ``notify.group_id``)."""
+    names = (flags,) if isinstance(flags, str) else flags
+    p.add_argument(*names, dest=_dest(name), default=None, help=help, **kwargs)
+
+
+def _dest(name: str) -> str:
+    return _PREFIX + name.replace(".", "__")
+
+
+def flag(args: argparse.Namespace, name: str) -> Any:
+    """The value the command line gave the setting ``name``; None when not given."""
+    return getattr(args, _dest(name), None)
 
 
 def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,19 +144,13 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _data(p)
     _metrics(p)
     setting(p, "--exit-when-done", "exit_when_done", "flush and exit at end of input", action="store_const", const=True)  # fmt: skip
-    setting(p, "-w", "cluster.workers", "worker threads per process", type=int)
-    setting(p, "-i", "cluster.process_id", "this process's index in the cluster (0-based)", type=int)  # fmt: skip
-    setting(p, "-a", "cluster.addresses", '"host:port;host:port" of all processes, in order')
+    setting(p, ("-w", "--workers"), "cluster.workers", "worker threads per process", type=int)
+    setting(p, ("-i", "--process-id"), "cluster.process_id", "this process's index in the cluster (0-based)", type=int)  # fmt: skip
+    setting(p, ("-a", "--addresses"), "cluster.addresses", '"host:port;host:port" of all processes, in order')  # fmt: skip
     setting(p, "--bytewax-api-port", "cluster.bytewax_api_port", "also serve Bytewax's own API and bytewax_* metrics here (binds all interfaces)", type=int)  # fmt: skip
-    setting(p, "-r", "recovery.directory", "resume after a crash from this store (`candlewax recovery init DIR` first)")  # fmt: skip
-    setting(p, "-s", "recovery.snapshot_s", "snapshot interval, whole seconds", type=int)
-    setting(p, "-b", "recovery.backup_s", "keep old snapshots this long, whole seconds", type=int)
-    p.add_argument("--recovery-dir", dest=_PREFIX + "recovery__directory", help=argparse.SUPPRESS)
-    p.add_argument("--snapshot-s", dest=_PREFIX + "recovery__snapshot_s", type=int, help=argparse.SUPPRESS)  # fmt: skip
-    p.add_argument("--backup-s", dest=_PREFIX + "recovery__backup_s", type=int, help=argparse.SUPPRESS)  # fmt: skip
-    p.add_argument("--workers", dest=_PREFIX + "cluster__workers", type=int, help=argparse.SUPPRESS)  # fmt: skip
-    p.add_argument("--process-id", dest=_PREFIX + "cluster__process_id", type=int, help=argparse.SUPPRESS)  # fmt: skip
-    p.add_argument("--addresses", dest=_PREFIX + "cluster__addresses", help=argparse.SUPPRESS)
+    setting(p, ("-r", "--recovery-dir"), "recovery.directory", "resume after a crash from this store (`candlewax recovery init DIR` first)")  # fmt: skip
+    setting(p, ("-s", "--snapshot-s"), "recovery.snapshot_s", "snapshot interval, whole seconds", type=int)  # fmt: skip
+    setting(p, ("-b", "--backup-s"), "recovery.backup_s", "keep old snapshots this long, whole seconds", type=int)  # fmt: skip
 
     p = command("backtest", "run the flow over a time range of trades into a directory, with a report")  # fmt: skip
     _kafka(p)

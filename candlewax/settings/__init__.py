@@ -44,7 +44,16 @@ from candlewax.logs import SECRETS
 from candlewax.settings.alerts import RULES, AlertRules
 from candlewax.settings.cluster import ClusterSettings, RecoverySettings
 from candlewax.settings.notify import NotifySettings
-from candlewax.settings.types import CommaList, KafkaProperties, Secret, is_secret_property, reveal
+from candlewax.settings.types import (
+    CommaList,
+    KafkaProperties,
+    Port,
+    Secret,
+    SecretFileError,
+    is_secret_property,
+    read_secret_file,
+    reveal,
+)
 from candlewax.storage import DataPath, data_path
 
 if TYPE_CHECKING:
@@ -84,7 +93,6 @@ def _intervals(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(values), key=INTERVALS.__getitem__))
 
 
-Port = Annotated[int, Field(ge=0, le=65535)]
 DataDir = Annotated[DataPath, PlainValidator(data_path), PlainSerializer(str, return_type=str)]
 
 
@@ -173,11 +181,9 @@ class Settings(BaseSettings):
         files: dict[str, str] = {}
         for name, path in self.kafka_secret_files.items():
             try:
-                files[name] = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-                raise ValueError(f"kafka_secret_files: {name} from {path}: {reason}") from None
-            SECRETS.add(files[name])
+                files[name] = read_secret_file(path)
+            except SecretFileError as exc:
+                raise ValueError(f"kafka_secret_files: {name} from {path}: {exc}") from None
         self._file_properties = files
         from candlewax.kafka import check_properties
 
@@ -259,10 +265,9 @@ def env_secret(env: Mapping[str, str], name: str) -> str | None:
     if not value and env.get(f"{name}_FILE"):
         path = Path(env[f"{name}_FILE"])
         try:
-            value = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise ConfigError(f"{name}_FILE={path} cannot be read: {reason}") from None
+            value = read_secret_file(path)
+        except SecretFileError as exc:
+            raise ConfigError(f"{name}_FILE={path} cannot be read: {exc}") from None
     value = value.strip() if value else None
     SECRETS.add(value)
     return value or None

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, NonNegativeInt, PositiveInt
 from pydantic_settings import NoDecode
 
 from candlewax.errors import ConfigError
+from candlewax.settings.types import Port
 
-Port = Annotated[int, Field(ge=0, le=65535)]
 _ADDRESS = re.compile(r"[A-Za-z0-9.-]{1,253}:\d{1,5}")
 _POD = re.compile(r"(?P<set>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-(?P<ordinal>\d+)")
 

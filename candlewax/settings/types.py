@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    Field,
     PlainSerializer,
     SecretStr,
     SerializationInfo,
@@ -43,6 +45,24 @@ Secret = Annotated[
     AfterValidator(_register),
     PlainSerializer(_dump_secret, return_type=str, when_used="json"),
 ]
+
+
+class SecretFileError(ValueError):
+    """A secret file that cannot be read; ``str()`` is the reason (``No such file...``)."""
+
+
+def read_secret_file(path: Path) -> str:
+    """The stripped text of a mounted secret file, registered for redaction at once."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretFileError(getattr(exc, "strerror", None) or "not UTF-8 text") from None
+    SECRETS.add(value)
+    return value
+
+
+#: A TCP port; 0 means "any free one" where a listener takes it.
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 
 def reveal(value: SecretStr | str) -> str:

@@ -29,6 +29,7 @@ from candlewax.settings.notify import (
     WebhookChannel,
     WeComChannel,
 )
+from candlewax.settings.types import SecretFileError, read_secret_file
 from sinks.notify.channels import (
     Console,
     ConsoleSink,
@@ -136,10 +137,9 @@ def _secret(
         text = value.get_secret_value().strip()
     elif file is not None:
         try:
-            text = file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise ConfigError(f"{where}: cannot read the {key} file {file}: {reason}") from None
+            text = read_secret_file(file)
+        except SecretFileError as exc:
+            raise ConfigError(f"{where}: cannot read the {key} file {file}: {exc}") from None
     else:
         text = (env_secret(env, env_name) if env_name else None) or ""
     SECRETS.add(text)  # masked in every log line of this process from now on
