@@ -13,6 +13,7 @@ supports two arrangements (docs/recovery.md):
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import sqlite3
@@ -36,7 +37,8 @@ def parts(directory: Path) -> dict[int, Path]:
 
 def partition_count(path: Path) -> int:
     """How many partitions the store this file belongs to has (Bytewax writes it in each)."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    # immutable: read without creating the -wal/-shm files of a WAL database beside it
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as db:
         row = db.execute("SELECT part_count FROM parts").fetchone()
     return int(row[0])
 

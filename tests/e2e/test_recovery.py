@@ -153,12 +153,23 @@ def test_recovery_init_is_idempotent_and_the_flow_asks_for_it(tmp_path: Path) ->
     store = tmp_path / "store"
     run = lambda *a: subprocess.run([*CLI, *a], capture_output=True, text=True, timeout=60)  # noqa: E731
     first = run("recovery", "init", str(store), "--partitions", "2")
-    assert first.returncode == 0 and "2 partition(s) created" in first.stdout
+    assert first.returncode == 0 and "recovery partitions [0, 1] of 2 created" in first.stdout
     again = run("recovery", "init", str(store), "--partitions", "2")
     assert again.returncode == 0 and "already there" in again.stdout
     assert sorted(p.name for p in store.iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
     other = run("recovery", "init", str(store), "--partitions", "3")
-    assert other.returncode == 1 and "already holds a recovery store of 2" in other.stderr
+    assert other.returncode == 1
+    assert (
+        "already holds recovery partitions [0, 1] of a store of [2], not [0, 1, 2] of 3"
+        in other.stderr
+    )
+    # One directory per process: process 1 of 2 keeps only its own partition, of a 2-store.
+    own = tmp_path / "own"
+    mine = run("recovery", "init", str(own), "--partitions", "2", "--only", "1")
+    assert mine.returncode == 0 and "recovery partitions [1] of 2 created" in mine.stdout
+    assert sorted(p.name for p in own.iterdir()) == ["part-1.sqlite3"]
+    wrong = run("recovery", "init", str(own), "--partitions", "2", "--only", "0")
+    assert wrong.returncode == 1 and "not [0] of 2" in wrong.stderr
     missing = run("flow", "-r", str(tmp_path / "none"), "--bootstrap-servers", "127.0.0.1:1")
     assert missing.returncode == 1
     assert f"candlewax recovery init {tmp_path / 'none'}" in missing.stderr
