@@ -182,7 +182,13 @@ def cmd_recovery_init(args: argparse.Namespace) -> int:
     """Create the Bytewax recovery store (idempotent: an existing one is left as it is)."""
     from flows.recovery import init_store
 
-    print(init_store(args.directory, args.partitions, args.only))
+    count, only = args.partitions or 1, args.only
+    if args.per_process:  # as many partitions as processes; this process keeps its own
+        if args.partitions is not None or args.only is not None:
+            raise ConfigError("--per-process sets --partitions and --only: pass none of them")
+        process_id, addresses = settings_from(args).cluster.resolve(os.environ)
+        count, only = max(1, len(addresses)), process_id
+    print(init_store(args.directory, count, only))
     return 0
 
 

@@ -64,6 +64,11 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
+def _cluster(p: argparse.ArgumentParser) -> None:
+    setting(p, ("-i", "--process-id"), "cluster.process_id", "this process's index in the cluster (0-based)", type=int)  # fmt: skip
+    setting(p, ("-a", "--addresses"), "cluster.addresses", '"host:port;host:port" of all processes, in order')  # fmt: skip
+
+
 def _kafka(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="TOML settings file")
     setting(p, "--bootstrap-servers", "bootstrap_servers", "Kafka bootstrap servers")
@@ -145,8 +150,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _metrics(p)
     setting(p, "--exit-when-done", "exit_when_done", "flush and exit at end of input", action="store_const", const=True)  # fmt: skip
     setting(p, ("-w", "--workers"), "cluster.workers", "worker threads per process", type=int)
-    setting(p, ("-i", "--process-id"), "cluster.process_id", "this process's index in the cluster (0-based)", type=int)  # fmt: skip
-    setting(p, ("-a", "--addresses"), "cluster.addresses", '"host:port;host:port" of all processes, in order')  # fmt: skip
+    _cluster(p)
     setting(p, "--bytewax-api-port", "cluster.bytewax_api_port", "also serve Bytewax's own API and bytewax_* metrics here (binds all interfaces)", type=int)  # fmt: skip
     setting(p, ("-r", "--recovery-dir"), "recovery.directory", "resume after a crash from this store (`candlewax recovery init DIR` first)")  # fmt: skip
     setting(p, ("-s", "--snapshot-s"), "recovery.snapshot_s", "snapshot interval, whole seconds", type=int)  # fmt: skip
@@ -170,8 +174,10 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
         "recovery_init",
     )
     p.add_argument("directory", type=Path)
-    p.add_argument("--partitions", type=int, default=1, help="recovery partitions (sqlite files)")
+    p.add_argument("--partitions", type=int, default=None, help="recovery partitions (sqlite files; default 1)")  # fmt: skip
     p.add_argument("--only", type=int, default=None, help="keep only this partition here (one directory per process)")  # fmt: skip
+    p.add_argument("--per-process", action="store_true", help="one partition per process of the cluster the settings, -i/-a or the StatefulSet describe: keep this process's one")  # fmt: skip
+    _cluster(p)
 
     for name in ("bars", "alerts"):
         tail = sub.add_parser(name, help=f"read the {name} topic").add_subparsers(

@@ -170,6 +170,25 @@ def test_recovery_init_is_idempotent_and_the_flow_asks_for_it(tmp_path: Path) ->
     assert sorted(p.name for p in own.iterdir()) == ["part-1.sqlite3"]
     wrong = run("recovery", "init", str(own), "--partitions", "2", "--only", "0")
     assert wrong.returncode == 1 and "not [0] of 2" in wrong.stderr
+    # --per-process: the partition count and this process's one from the cluster settings, the
+    # StatefulSet's way (pod flow-1 of 2 replicas) or from -i/-a, as `candlewax flow` reads them.
+    pod = {**os.environ, "HOSTNAME": "flow-1", "CANDLEWAX_CLUSTER__REPLICAS": "2",
+           "CANDLEWAX_CLUSTER__PEER_DOMAIN": "flow.ns.svc.cluster.local"}  # fmt: skip
+    per = [*CLI, "recovery", "init", str(tmp_path / "pod"), "--per-process"]
+    made = subprocess.run(per, capture_output=True, text=True, timeout=60, env=pod)
+    assert made.returncode == 0 and "recovery partitions [1] of 2 created" in made.stdout
+    assert [p.name for p in (tmp_path / "pod").iterdir()] == ["part-1.sqlite3"]
+    flags = run(
+        "recovery", "init", str(tmp_path / "p0"), "--per-process", "-i", "0", "-a", "h:1;h:2;h:3"
+    )
+    assert flags.returncode == 0 and "recovery partitions [0] of 3 created" in flags.stdout
+    alone = run("recovery", "init", str(tmp_path / "alone"), "--per-process")
+    assert alone.returncode == 0 and "recovery partitions [0] of 1 created" in alone.stdout
+    both = run("recovery", "init", str(tmp_path / "x"), "--per-process", "--partitions", "2")
+    assert both.returncode == 1 and "--per-process sets --partitions and --only" in both.stderr
+    outside = {**pod, "HOSTNAME": "flow-2"}  # a pod the replicas do not count
+    bad = subprocess.run(per, capture_output=True, text=True, timeout=60, env=outside)
+    assert bad.returncode == 1 and "ordinal 2 but cluster.replicas is 2" in bad.stderr
     missing = run("flow", "-r", str(tmp_path / "none"), "--bootstrap-servers", "127.0.0.1:1")
     assert missing.returncode == 1
     assert f"candlewax recovery init {tmp_path / 'none'}" in missing.stderr
