@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from candlewax.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
@@ -37,6 +41,32 @@ def build(overlay: str) -> tuple[dict[str, Any], ...]:
 
 def by_kind(overlay: str, kind: str) -> list[dict[str, Any]]:
     return [o for o in build(overlay) if o["kind"] == kind]
+
+
+def settings_toml(overlay: str) -> dict[str, Any]:
+    (config,) = [
+        c for c in by_kind(overlay, "ConfigMap") if c["metadata"]["name"] == "candlewax-config"
+    ]
+    return tomllib.loads(config["data"]["candlewax.toml"])["candlewax"]
+
+
+@cache
+def overlay_settings(overlay: str) -> Settings:
+    """The ConfigMap's candlewax.toml as candlewax itself loads it, with stand-ins for the files
+    the pods mount (a password, a CA certificate that librdkafka loads)."""
+    values = settings_toml(overlay)
+    with tempfile.TemporaryDirectory() as tmp:
+        secret, ca = Path(tmp) / "secret", Path(tmp) / "ca.crt"
+        secret.write_text("from the secret file\n")
+        key = Path(tmp) / "ca.key"
+        openssl = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                   "-nodes", "-keyout", str(key), "-out", str(ca), "-days", "1", "-subj", "/CN=ca"]  # fmt: skip
+        subprocess.run(openssl, check=True, capture_output=True)
+        files = values.get("kafka_secret_files", {})
+        values["kafka_secret_files"] = dict.fromkeys(files, secret)
+        kafka = values.get("kafka", {})
+        values["kafka"] = {k: str(ca) if k.endswith(".location") else v for k, v in kafka.items()}
+        return Settings.load(None, env={}, defaults=values)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -127,7 +157,12 @@ def test_strimzi_resources_have_the_fields_we_use(overlay: str) -> None:
     assert notes["strimzi.io/kraft"] == "enabled" and notes["strimzi.io/node-pools"] == "enabled"
     assert "zookeeper" not in kafka["spec"]
     (listener,) = kafka["spec"]["kafka"]["listeners"]
-    assert listener == {"name": "plain", "port": 9092, "type": "internal", "tls": False}
+    if overlay == "prod":  # only TLS with SCRAM; plaintext nowhere
+        assert listener == {"name": "tls", "port": 9093, "type": "internal", "tls": True,
+                            "authentication": {"type": "scram-sha-512"}}  # fmt: skip
+        assert "userOperator" in kafka["spec"]["entityOperator"]
+    else:
+        assert listener == {"name": "plain", "port": 9092, "type": "internal", "tls": False}
     pools = by_kind(overlay, "KafkaNodePool")
     brokers = sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"])
     assert any("controller" in p["spec"]["roles"] for p in pools)
@@ -147,8 +182,26 @@ def test_strimzi_resources_have_the_fields_we_use(overlay: str) -> None:
         assert spec["partitions"] >= 1 and 1 <= spec["replicas"] <= brokers
         assert int(spec["config"]["min.insync.replicas"]) <= spec["replicas"]
         assert int(spec["config"]["retention.ms"]) > 0
-    toml = by_kind(overlay, "ConfigMap")[0]["data"]["candlewax.toml"]
-    assert f'bootstrap_servers = "{kafka["metadata"]["name"]}-kafka-bootstrap:9092"' in toml
+    settings = overlay_settings(overlay)
+    bootstrap = f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
+    assert settings.bootstrap_servers == bootstrap
+    kafka_config = settings.kafka_config()
+    if listener["tls"]:  # the Strimzi cluster CA, mounted (see the mounts test)
+        assert settings_toml(overlay)["kafka"]["ssl.ca.location"] == "/etc/kafka-ca/ca.crt"
+    if listener.get("authentication", {}).get("type") == "scram-sha-512":
+        assert kafka_config["security.protocol"] == "SASL_SSL"
+        assert kafka_config["sasl.mechanism"] == "SCRAM-SHA-512"
+        users = {u["metadata"]["name"]: u for u in by_kind(overlay, "KafkaUser")}
+        user = users[kafka_config["sasl.username"]]
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+        assert kafka_config["sasl.password"] == "from the secret file"
+    else:
+        assert kafka_config.get("security.protocol", "PLAINTEXT") == "PLAINTEXT"
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(overlay, "NetworkPolicy")}
+    to_kafka = {port["port"] for port in policies["candlewax-to-kafka"]["egress"][0]["ports"]}
+    into_kafka = {port["port"] for port in policies["kafka"]["ingress"][1]["ports"]}
+    assert to_kafka == into_kafka == {listener["port"]}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -182,22 +235,36 @@ def test_monitoring_resources_point_at_real_ports_and_rules(overlay: str) -> Non
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_secret_is_a_template_and_the_processes_are_wired(overlay: str) -> None:
-    (secret,) = by_kind(overlay, "Secret")
-    assert set(secret["stringData"]) == {
+def test_the_secrets_are_templates_and_the_processes_are_wired(overlay: str) -> None:
+    secrets = {s["metadata"]["name"]: s for s in by_kind(overlay, "Secret")}
+    assert set(secrets["candlewax-notify"]["stringData"]) == {
         "TELEGRAM_BOT_TOKEN",
         "TELEGRAM_CHAT_ID",
         "WECOM_WEBHOOK_KEY",
     }
-    assert all(v == "" for v in secret["stringData"].values())  # no real secrets in the repo
+    for secret in secrets.values():  # no real secrets in the repo
+        assert all(v == "" for k, v in secret["stringData"].items() if k != "AWS_REGION")
     sets = {s["metadata"]["name"]: s for s in by_kind(overlay, "StatefulSet")}
     flow = sets["flow"]["spec"]["template"]["spec"]
     assert flow["initContainers"][0]["args"][:2] == ["recovery", "init"]
     assert "-r" in flow["containers"][0]["args"]
     mounts = {m["mountPath"] for m in flow["containers"][0]["volumeMounts"]}
-    assert {"/var/lib/candlewax/recovery", "/var/lib/candlewax/data", "/tmp"} <= mounts
+    assert {"/var/lib/candlewax/recovery", "/tmp"} <= mounts
+    data_dir = str(overlay_settings(overlay).data_dir)
+    claims = {c["metadata"]["name"] for c in sets["flow"]["spec"]["volumeClaimTemplates"]}
+    if overlay == "prod":  # Parquet on object storage, credentials from their Secret
+        assert data_dir.startswith("s3://") and "/var/lib/candlewax/data" not in mounts
+        assert claims == {"recovery"}
+        assert set(secrets) == {"candlewax-notify", "candlewax-object-storage"}
+        storage = secrets["candlewax-object-storage"]["stringData"]
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} == set(storage)
+        (source,) = flow["containers"][0]["envFrom"]
+        assert source["secretRef"]["name"] == "candlewax-object-storage"
+    else:  # dev keeps a volume
+        assert data_dir == "/var/lib/candlewax/data" and data_dir in mounts
+        assert claims == {"recovery", "data"} and set(secrets) == {"candlewax-notify"}
     notify = sets["notify"]["spec"]["template"]["spec"]["containers"][0]
-    assert notify["envFrom"][0]["secretRef"]["name"] == secret["metadata"]["name"]
+    assert notify["envFrom"][0]["secretRef"]["name"] == "candlewax-notify"
     assert sets["notify"]["spec"]["replicas"] == 1
     for obj in by_kind(overlay, "Service"):
         assert obj["spec"]["clusterIP"] == "None"
@@ -207,3 +274,86 @@ def test_the_secret_is_a_template_and_the_processes_are_wired(overlay: str) -> N
         "notify",
         "connectors",
     }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_file_the_settings_read_is_mounted_in_every_container_that_reads_them(
+    overlay: str,
+) -> None:
+    files = [p for k, p in settings_toml(overlay).get("kafka_secret_files", {}).items()]
+    files += [
+        v for k, v in settings_toml(overlay).get("kafka", {}).items() if k.endswith(".location")
+    ]
+    assert bool(files) == (overlay == "prod")
+    for name, template in pod_templates(overlay):
+        for container in (
+            template["spec"].get("initContainers", []) + template["spec"]["containers"]
+        ):
+            env = {e["name"] for e in container.get("env", [])}
+            assert "CANDLEWAX_CONFIG" in env, f"{name}/{container['name']}"
+            mounted = [m["mountPath"] for m in container["volumeMounts"]]
+            for path in files:
+                assert any(path.startswith(f"{m}/") for m in mounted), (
+                    name,
+                    container["name"],
+                    path,
+                )
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_flow_statefulset_is_one_bytewax_cluster(overlay: str) -> None:
+    """Replicas, the processes' addresses, the Service, the ports, the recovery stores and the
+    trades partitions agree, as candlewax's own settings resolve them in each pod."""
+    (flow,) = [s for s in by_kind(overlay, "StatefulSet") if s["metadata"]["name"] == "flow"]
+    spec, pod = flow["spec"], flow["spec"]["template"]["spec"]
+    replicas = spec["replicas"]
+    assert replicas >= 2 and spec["podManagementPolicy"] == "Parallel"  # they wait for each other
+    (init,), (main,) = pod["initContainers"], pod["containers"]
+    assert container_env(init) == container_env(main)  # recovery init sees the same cluster
+    (service,) = [
+        s for s in by_kind(overlay, "Service") if s["metadata"]["name"] == spec["serviceName"]
+    ]
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"]
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    service_ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    seen = []
+    for ordinal in range(replicas):
+        env = {**container_env(main), "HOSTNAME": f"{flow['metadata']['name']}-{ordinal}"}
+        cluster = Settings.load(None, env=env).cluster
+        process_id, addresses = cluster.resolve(env)
+        assert process_id == ordinal and len(addresses) == replicas
+        assert addresses == tuple(
+            f"{flow['metadata']['name']}-{i}.{spec['serviceName']}:{ports['cluster']}"
+            for i in range(replicas)
+        )
+        seen.append(addresses)
+    assert all(a == seen[0] for a in seen)  # every process names the same cluster
+    assert cluster.port == ports["cluster"] == service_ports["cluster"]
+    # Partitions: at least one per worker of the cluster, evenly spread.
+    (trades,) = [t for t in by_kind(overlay, "KafkaTopic") if t["spec"]["topicName"] == "trades"]
+    workers = replicas * cluster.workers
+    assert trades["spec"]["partitions"] >= workers and trades["spec"]["partitions"] % workers == 0
+    # Recovery: one store per pod, on its own volume, pod i keeping partition i of replicas.
+    directory = main["args"][main["args"].index("-r") + 1]
+    assert init["args"] == ["recovery", "init", directory, "--per-process"]
+    (claim,) = [m for m in main["volumeMounts"] if m["mountPath"] == directory]
+    assert claim["name"] in {c["metadata"]["name"] for c in spec["volumeClaimTemplates"]}
+    # The processes reach each other; a drain never waits on a cluster that is already down.
+    policy = {p["metadata"]["name"]: p["spec"] for p in by_kind(overlay, "NetworkPolicy")}
+    peers = policy["flow-cluster"]
+    flow_labels = pod_labels = flow["spec"]["template"]["metadata"]["labels"]
+    assert peers["podSelector"]["matchLabels"].items() <= flow_labels.items()
+    for rule in peers["ingress"] + peers["egress"]:
+        assert rule["ports"] == [{"protocol": "TCP", "port": ports["cluster"]}]
+        (peer,) = rule.get("from", rule.get("to"))
+        assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (budget,) = [
+        b for b in by_kind(overlay, "PodDisruptionBudget") if b["metadata"]["name"] == "flow"
+    ]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert budget["spec"]["selector"]["matchLabels"].items() <= flow_labels.items()
