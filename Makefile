@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CANDLEWAX_TEST_BROKERS ?= tansu,noida
 
-.PHONY: demo test lint tools format bench fuzz clean help
+.PHONY: demo test lint tools format bench bench-scaling fuzz clean help
 
 help:
 	@echo "make demo   - embedded broker + synthetic market + bars flow + live console"
 	@echo "make test   - lint + the whole test suite (unit, integration on tansu and noida, e2e)"
 	@echo "make bench  - throughput of the flow vs the raw consume+decode ceiling"
+	@echo "make bench-scaling - the flow as 1 process vs 2 processes x 1 worker on 4 partitions"
 	@echo "make fuzz   - the fuzz campaign: >= 100,000 mutants per decoder, with a report"
 
 $(STAMP): pyproject.toml
@@ -56,6 +57,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput $(ARGS)
+
+# docs/performance.md, Scaling across processes: a few minutes (2M trades; ARGS="--repeat 3").
+bench-scaling: $(STAMP)
+	$(BIN)/python -m bench.scaling $(ARGS)
 
 # The fuzz campaign of docs/reliability.md; `make test` runs it at 10,000 cases per decoder.
 fuzz: $(STAMP)
