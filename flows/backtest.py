@@ -280,7 +280,7 @@ def run_backtest(
     else:
         finder = OffsetFinder(settings, settings.topic(TRADES))
         try:
-            parts = [int(p) for p in TradesSource(settings).list_parts()]
+            parts = [int(p) for p in TradesSource(settings, workers=1).list_parts()]
             ends = {p: finder.end_hint(p) for p in parts}
             starts = {
                 p: finder.first_at_or_after(p, lo - settings.lateness_ms - MARGIN_MS, ends[p])
@@ -298,6 +298,7 @@ def run_backtest(
             starts=starts,
             stop_ms=hi + settings.lateness_ms + MARGIN_MS,
             progress=progress.update,
+            workers=1,  # run_main: one worker, whatever the cluster settings say
         )
         read_from = f"topic {settings.topic(TRADES)} offsets {starts} of {ends}"
     flow = build_flow(run_settings, source=source, step=step, records_sink=records)

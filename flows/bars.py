@@ -5,7 +5,8 @@ Run it with ``candlewax flow`` (which runs ``python -m bytewax.run "flows.bars:b
 
 Shape::
 
-    trades_in (one item = one Kafka poll of one partition, keyed by partition)
+    trades_in (one item = one Kafka poll of one partition, keyed by partition so that the worker
+               reading it holds its state: flows/routing.py)
       └─ bars (stateful_map per partition: decode batch → fold into open windows → close behind
          │     the partition's event-time watermark; see flows/barmath.py)
          ├─ kafka_out   bars + dead letters, confirmed by Kafka before the batch counts as written
@@ -48,6 +49,7 @@ from candlewax.logs import SECRETS, setup_logging
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
 from flows.barmath import BarState, StepResult, TimeRules
+from flows.routing import state_key
 from flows.volatility import VolatilityState
 from sinks.kafka import KafkaOutput, KafkaRecord
 from sinks.parquet import (
@@ -88,9 +90,11 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
         next_offset: int | None,
         stop_ms: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        key: str | None = None,
     ) -> None:
         self._topic = settings.topic(TRADES)
         self._partition = partition
+        self._key = str(partition) if key is None else key
         self._batch_max = settings.batch_max
         self._exit_when_done = settings.exit_when_done
         self._next_offset = next_offset
@@ -146,7 +150,7 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
             )
         if not offsets and not final:
             return []
-        return [(str(self._partition), Batch(self._partition, values, offsets, final))]
+        return [(self._key, Batch(self._partition, values, offsets, final))]
 
     def snapshot(self) -> int:
         return self._next_offset if self._next_offset is not None else OFFSET_BEGINNING
@@ -160,6 +164,9 @@ class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
 
     A backtest bounds it: ``starts`` (partition → first offset) and ``stop_ms`` (a partition ends
     at its first message stamped at or after it), reporting ``progress(partition, next offset)``.
+
+    Each partition's batches are keyed so that its state stays on the worker reading it
+    (flows/routing.py); ``workers``: the cluster's, default from the settings.
     """
 
     def __init__(
@@ -168,11 +175,17 @@ class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
         starts: dict[int, int] | None = None,
         stop_ms: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        workers: int | None = None,
     ) -> None:
         self.settings = settings
         self.starts = starts
         self.stop_ms = stop_ms
         self.progress = progress
+        if workers is None:
+            _, addresses = settings.cluster.resolve(os.environ)
+            workers = settings.cluster.workers * max(1, len(addresses))
+        self.workers = workers
+        self._parts: list[str] | None = None
 
     def list_parts(self) -> list[str]:
         topic = self.settings.topic(TRADES)
@@ -188,15 +201,18 @@ class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
                 f"topic {topic} does not exist on {self.settings.bootstrap_servers}: "
                 "run `candlewax topics ensure`"
             )
-        return [str(p) for p in sorted(info.partitions)]
+        self._parts = [str(p) for p in sorted(info.partitions)]
+        return self._parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _TradesPartition:
         if resume_state is not None and resume_state < 0:
             resume_state = None
         if resume_state is None and self.starts is not None:
             resume_state = self.starts.get(int(for_part))
+        parts = self._parts if self._parts is not None else self.list_parts()
+        key = state_key(for_part, parts, self.workers)
         return _TradesPartition(
-            self.settings, int(for_part), resume_state, self.stop_ms, self.progress
+            self.settings, int(for_part), resume_state, self.stop_ms, self.progress, key
         )
 
 

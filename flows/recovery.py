@@ -43,6 +43,24 @@ def partition_count(path: Path) -> int:
     return int(row[0])
 
 
+def written_by(directory: Path) -> int | None:
+    """How many workers the last run on this store had (None: no run yet). Bytewax records it
+    per execution in every partition; candlewax's state keys depend on it (flows/routing.py)."""
+    newest: tuple[int, int] | None = None
+    for path in parts(directory).values():
+        uri = f"file:{path}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            try:
+                row = db.execute(
+                    "SELECT ex_num, worker_count FROM exs ORDER BY ex_num DESC LIMIT 1"
+                ).fetchone()
+            except sqlite3.DatabaseError:  # not Bytewax's schema: Bytewax will say so
+                continue
+        if row is not None and (newest is None or row[0] > newest[0]):
+            newest = (int(row[0]), int(row[1]))
+    return None if newest is None else newest[1]
+
+
 def init_store(directory: Path, count: int, only: int | None = None) -> str:
     """Create the store (idempotent: an existing matching one is left as it is); returns what
     happened, in one line. ``only``: keep just that partition here (one directory per process).

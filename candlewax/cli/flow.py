@@ -50,14 +50,26 @@ def flow_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def check_recovery(settings: Settings) -> None:
-    from flows.recovery import parts
+def check_recovery(settings: Settings, addresses: tuple[str, ...]) -> None:
+    """A store is there, and was last run by as many workers as this cluster has: each
+    partition's state key depends on the worker count (flows/routing.py)."""
+    from flows.recovery import parts, written_by
 
     directory = settings.recovery.directory
-    if directory is not None and not (directory.is_dir() and parts(directory)):
+    if directory is None:
+        return
+    if not (directory.is_dir() and parts(directory)):
         raise ConfigError(
             f"no recovery store in {directory}: create it once with "
             f"`candlewax recovery init {directory}` (docs/recovery.md)"
+        )
+    workers = settings.cluster.workers * max(1, len(addresses))
+    before = written_by(directory)
+    if before is not None and before != workers:
+        raise ConfigError(
+            f"the recovery store in {directory} was last run by {before} workers in all, this "
+            f"cluster has {workers} (processes × --workers): resume it with {before}, or start "
+            "over with new, empty stores (the flow then reads trades from the beginning)"
         )
 
 
@@ -66,7 +78,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)  # bad rules, properties, cluster settings fail here
     cmd = flow_command(settings, os.environ)
-    check_recovery(settings)
+    check_recovery(settings, settings.cluster.resolve(os.environ)[1])
     check_writable(settings.data_dir)  # at start, not at the first Parquet write
     settings = require_broker(settings)
     ensure_topics(settings)

@@ -3,9 +3,11 @@ each time ends with exactly the Parquet files, bars and alert ids of an uninterr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -189,6 +191,14 @@ def test_recovery_init_is_idempotent_and_the_flow_asks_for_it(tmp_path: Path) ->
     outside = {**pod, "HOSTNAME": "flow-2"}  # a pod the replicas do not count
     bad = subprocess.run(per, capture_output=True, text=True, timeout=60, env=outside)
     assert bad.returncode == 1 and "ordinal 2 but cluster.replicas is 2" in bad.stderr
+    # A store last run by 4 workers (as Bytewax records it) resumes only with 4 workers.
+    with contextlib.closing(sqlite3.connect(store / "part-0.sqlite3")) as db, db:
+        db.execute("INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (0, 4, 1)")
+    flow = ["flow", "-r", str(store), "--bootstrap-servers", "127.0.0.1:1", "-i", "0"]
+    other = run(*flow, "-w", "1", "-a", "127.0.0.1:1;127.0.0.1:2")
+    assert other.returncode == 1
+    assert "last run by 4 workers in all, this cluster has 2" in other.stderr
+    # (resuming with the same count: the kill -9 test of tests/e2e/test_cluster.py)
     missing = run("flow", "-r", str(tmp_path / "none"), "--bootstrap-servers", "127.0.0.1:1")
     assert missing.returncode == 1
     assert f"candlewax recovery init {tmp_path / 'none'}" in missing.stderr
