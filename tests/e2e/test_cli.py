@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -27,6 +29,7 @@ from tests.tools import promtool_check_metrics
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "candlewax.cli"]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_723_161_240_000
 
 
@@ -45,19 +48,40 @@ def run(
     )
 
 
+def readme_replay() -> list[str]:
+    """The README's replay example, as a user types it from the repository's root."""
+    (line,) = [
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith(".venv/bin/candlewax demo --replay ")
+    ]
+    return shlex.split(line)[1:]
+
+
+def test_the_shipped_example_is_the_trades_of_the_hftbacktest_capture() -> None:
+    """examples/ holds the capture's trade lines byte for byte, in order, with its licence."""
+    args = readme_replay()
+    example = ROOT / args[args.index("--replay") + 1]
+    assert example.parent == ROOT / "examples"
+    with gzip.open(BTCUSDT_GZ, "rb") as f:
+        wanted = [line for line in f if b'"stream":"btcusdt@trade"' in line]
+    with gzip.open(example, "rb") as f:
+        assert f.read().splitlines(keepends=True) == wanted
+    assert len(wanted) == 9757
+    licence = (BTCUSDT_GZ.parent / "LICENSE").read_text()
+    assert (ROOT / "examples" / "LICENSE-hftbacktest").read_text() == licence
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_demo_replay_exits_when_done_with_exact_binance_bars(engine: str, tmp_path: Path) -> None:
+    """The README's replay example, run as written (from the repository, on its shipped
+    example), gives the 1m bars Binance published for those minutes."""
     out = tmp_path / "out"
-    result = run(
-        "demo",
-        "--engine",
-        engine,
-        "--replay",
-        str(BTCUSDT_GZ),
-        "--data-dir",
-        str(out),
-        "--exit-when-done",
-    )
+    args = readme_replay()
+    args[args.index("--data-dir") + 1] = str(out)
+    env = {k: v for k, v in os.environ.items() if k != "CANDLEWAX_BOOTSTRAP_SERVERS"}
+    result = subprocess.run([*CLI, *args, "--engine", engine], capture_output=True, text=True,
+                            timeout=240, env=env, cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "published 9757 trades (0 rejected)" in result.stdout
     assert "binance:BTCUSDT" in result.stdout  # the console view showed the bars
