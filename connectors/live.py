@@ -29,6 +29,13 @@ raises, so ``candlewax connect`` exits non-zero instead of reporting success wit
 
 Heartbeats carry the newest exchange time that *every* connection has reached (the slowest
 one's), so the flow's watermark never runs ahead of a lagging connection.
+
+**Recording** (``candlewax record``, :mod:`connectors.record`): given a ``recorder`` instead of a
+producer, the same connections hand every text and binary frame, with its receive time
+(``time.time_ns()`` right after the read), to ``recorder.frame`` — before control messages are
+acted on, so acks and notices are recorded too — and parse nothing: no trades, no dead letters,
+no REST backfill (a recorder writes what the socket delivered). ``recorder.tick()`` runs every
+0.1 s of :meth:`LiveConnector.run`; an exception from it stops the connector.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -79,6 +87,18 @@ class LiveOptions:
     #: Crashes of one connection tolerated within crash_window_s before the connector gives up.
     max_crashes: int = 5
     crash_window_s: float = 300.0
+
+
+class FrameSink(Protocol):
+    """Where a recording connector's frames go (:class:`connectors.record.FrameWriter`)."""
+
+    def frame(self, recv_ns: int, payload: bytes) -> object:
+        """One text or binary frame as received, from any connection thread."""
+        ...
+
+    def tick(self) -> None:
+        """Periodic work (flush, rotation) from the supervisor; raise to stop the connector."""
+        ...
 
 
 def redact(url: str) -> str:
@@ -239,7 +259,7 @@ class _Connection:
                 if i and self.c.stop.wait(1.0 / max(self.spec.max_sends_per_s - 1, 1)):
                     return None
                 ws.send(message)
-            if self.stats.connects > 1:
+            if self.stats.connects > 1 and self.c.recorder is None:
                 if self.parser.sequential_ids:
                     self._backfill_after_reconnect()
                 else:
@@ -252,6 +272,7 @@ class _Connection:
 
     def _read(self, ws: websocket.WebSocket) -> str | None:
         opts = self.c.options
+        recorder = self.c.recorder
         opened = last_frame = last_ping = time.monotonic()
         while not self.c.stop.is_set():
             now = time.monotonic()
@@ -288,6 +309,10 @@ class _Connection:
             if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                 continue  # ping/pong: liveness only
             data = frame.data if hasattr(frame, "data") else frame
+            if recorder is not None:
+                recorder.frame(time.time_ns(), data)
+                self.stats.messages += 1
+                metrics.CONNECTOR_MESSAGES.labels(self.name).inc()
             label = self.parser.control(data)
             if label == "reconnect":
                 log.info("%s[%d]: the server asked clients to reconnect", self.name, self.index)
@@ -301,7 +326,7 @@ class _Connection:
                     SECRETS.redact(text[:300]),
                 )
                 continue
-            if label is not None:
+            if label is not None or recorder is not None:
                 continue
             self._on_frame(data)
         return None
@@ -324,7 +349,7 @@ class _Connection:
 
     def _dead(self, reason: str, detail: str, raw: bytes) -> None:
         source = {"venue": self.name, "stream": redact(self.url)}
-        self.c.producer.dead_letter(
+        self.c.publisher().dead_letter(
             DeadLetter(reason, SECRETS.redact(detail), SECRETS.redact_bytes(raw), source)
         )
 
@@ -397,7 +422,7 @@ class _Connection:
     def _send(self, trades: list[Trade]) -> None:
         if not trades:
             return
-        self.c.producer.send(trades)
+        self.c.publisher().send(trades)
         self.stats.trades += len(trades)
         newest = max(t.ts_ms for t in trades)
         if self.newest_ts is None or newest > self.newest_ts:
@@ -500,20 +525,23 @@ class _Connection:
 
 
 class LiveConnector:
-    """``candlewax connect VENUE``: symbols over connections, trades into Kafka."""
+    """``candlewax connect VENUE``: symbols over connections, trades into Kafka — or, with a
+    ``recorder`` (and no producer), ``candlewax record VENUE``: raw frames into files."""
 
     def __init__(
         self,
         spec: VenueSpec,
         symbols: list[str],
-        producer: TradeProducer,
+        producer: TradeProducer | None,
         options: LiveOptions | None = None,
         stop: threading.Event | None = None,
+        recorder: FrameSink | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.symbols = symbols
         self.producer = producer
+        self.recorder = recorder
         self.options = options or LiveOptions()
         self.stop = stop or threading.Event()
         self.limiter = _ConnectLimiter(spec.max_connects_per_5min)
@@ -526,7 +554,7 @@ class LiveConnector:
         rest_url = self.options.rest_url or parser.rest_url
         self.rest: httpx.Client | None = (
             httpx.Client(base_url=rest_url, timeout=self.options.rest_timeout_s)
-            if rest_url
+            if rest_url and recorder is None
             else None
         )
         self._last_trade: list[float | None] = [None]  # wall time of the last trade published
@@ -541,6 +569,12 @@ class LiveConnector:
         metrics.CONNECTOR_LAST_TRADE_AGE.labels(spec.name).set_function(
             lambda: float("nan") if clock[0] is None else time.time() - clock[0]
         )
+
+    def publisher(self) -> TradeProducer:
+        """The producer; a recording connector has none and never parses a frame to need it."""
+        if self.producer is None:
+            raise CandlewaxError(f"{self.name}: this connector records frames, it has no producer")
+        return self.producer
 
     def stats(self) -> ConnectionStats:
         total = ConnectionStats()
@@ -583,15 +617,19 @@ class LiveConnector:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 self._supervise()
-                next_beat = self._heartbeat(next_beat)
-                self.producer.flush_ready()
+                if self.recorder is not None:
+                    self.recorder.tick()
+                else:
+                    next_beat = self._heartbeat(next_beat)
+                    self.publisher().flush_ready()
         finally:
             self.stop.set()
             for conn in self.connections:
                 conn.thread.join(timeout=10)
             if self.rest is not None:
                 self.rest.close()
-            self.producer.flush()
+            if self.producer is not None:
+                self.producer.flush()
         if self.failure is not None:
             raise CandlewaxError(f"{self.name} connector stopped: {self.failure}")
         return self.stats()
@@ -618,6 +656,6 @@ class LiveConnector:
         if next_beat is None:
             return low - low % step + step
         if low >= next_beat:
-            self.producer.heartbeat(self.name, low)
+            self.publisher().heartbeat(self.name, low)
             return low - low % step + step
         return next_beat

@@ -14,7 +14,11 @@ Formats (detected from the name, then from the first bytes; ``fmt=`` overrides):
     gzip, one message per line: ``<recv ns> <raw websocket text>``, the text a Binance
     combined-stream envelope. REST depth snapshots (no ``stream``) and non-trade streams carry no
     trades. Venue from the file name: ``spot_`` → ``binance``, ``usdm_`` → ``binance-usdm``,
-    ``cm_`` → ``binance-coinm``.
+    ``cm_`` → ``binance-coinm``, and ``<venue>-<YYYYMMDD>-<HH>[-N].gz[.part]`` — the files of
+    ``candlewax record`` (:mod:`connectors.record`) — → ``<venue>``. Recordings of the other
+    live venues (okx, coinbase, bybit, finnhub) are read with that venue's parser as its live
+    connection reads them: control messages (acks, pongs, notices) are skipped, every other
+    line parsed.
 ``cryptofeed``
     ``sample_data`` captures: line 1 ``<url> <-> <connect ts>``; ``<url> <- <ts>: <json>`` lines
     are what the client sent (skipped); every other line ``<recv unix ts>: <raw message>``. Venue
@@ -62,6 +66,10 @@ from candlewax.codec import (
 from candlewax.codec.strictjson import loads
 from candlewax.errors import CandlewaxError, ConfigError, ParseError
 from connectors.binance import TRADE_CHANNELS, VENUES, Binance, for_venue, stream_channel
+from connectors.record import NAME_RE as _RECORDING_NAME_RE
+from connectors.venue import Venue
+from connectors.venues import VENUES as LIVE_VENUES
+from connectors.venues import venue_spec
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +153,7 @@ def iter_file(
     log.info("replaying %s as %s (venue %s)", path, fmt, venue or "from records")
     items: Iterator[ReplayItem]
     if fmt == "hftbacktest":
-        items = _read_hftbacktest(path, for_venue(_recording_venue(path, fmt, venue)))
+        items = _read_hftbacktest(path, _recording_parser(_recording_venue(path, fmt, venue)))
     elif fmt == "cryptofeed":
         items = _read_cryptofeed(path, for_venue(_recording_venue(path, fmt, venue)))
     else:
@@ -169,6 +177,8 @@ def detect_format(path: str | Path) -> str:
         return "ndjson"
     if _CRYPTOFEED_NAME_RE.match(name):
         return "cryptofeed"
+    if _RECORDING_NAME_RE.match(name):
+        return "hftbacktest"  # candlewax record's files, whatever their first frame
     try:
         with path.open("rb") as raw:
             if raw.read(4) == _PARQUET_MAGIC:
@@ -203,20 +213,39 @@ def _recording_venue(path: Path, fmt: str, venue: str | None) -> str:
             )
         inferred = _CRYPTOFEED_VENUES.get(exchange or "")
     else:
+        recorded = _RECORDING_NAME_RE.match(path.name)
         inferred = next(
-            (v for prefix, v in _HFT_PREFIX.items() if path.name.lower().startswith(prefix)), None
+            (v for prefix, v in _HFT_PREFIX.items() if path.name.lower().startswith(prefix)),
+            recorded.group("venue") if recorded else None,
         )
     venue = venue or inferred
     if venue is None:
         raise ConfigError(
-            f"cannot infer the venue of {path} from its name; pass venue= one of {VENUES}"
+            f"cannot infer the venue of {path} from its name; pass venue= one of {_readable(fmt)}"
         )
-    if venue not in VENUES:
+    if fmt == "hftbacktest" and venue not in VENUES:
+        if venue not in LIVE_VENUES:
+            raise ConfigError(
+                f"{path} ({fmt}): unknown venue {venue!r}; one of {', '.join(_readable(fmt))}"
+            )
+    elif venue not in VENUES:
         raise ConfigError(
             f"{path} ({fmt}) is read with the Binance parser, but venue {venue!r} is not one of "
             f"{', '.join(VENUES)}; other venues' parsers are not written yet"
         )
     return venue
+
+
+def _readable(fmt: str) -> tuple[str, ...]:
+    """The venues whose files of ``fmt`` can be read."""
+    if fmt == "hftbacktest":
+        return (*VENUES, *(v for v in LIVE_VENUES if v not in VENUES))
+    return VENUES
+
+
+def _recording_parser(venue: str) -> Venue:
+    """The parser of a recording: the Binance family's, or the live venue's."""
+    return for_venue(venue) if venue in VENUES else venue_spec(venue).parser()
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -275,7 +304,7 @@ def _dead(
 # --------------------------------------------------------------------------- recordings
 
 
-def _read_hftbacktest(path: Path, parser: Binance) -> Iterator[ReplayItem]:
+def _read_hftbacktest(path: Path, parser: Venue) -> Iterator[ReplayItem]:
     last_ms = 0
     for number, line in _lines(path):
         stamp, _, raw = line.partition(b" ")
@@ -284,7 +313,10 @@ def _read_hftbacktest(path: Path, parser: Binance) -> Iterator[ReplayItem]:
             yield ReplayItem(last_ms, [], [dead])
             continue
         last_ms = int(stamp[:19]) // 1_000_000
-        item = _binance_item(raw, line, parser, last_ms, path, number)
+        if isinstance(parser, Binance):
+            item = _binance_item(raw, line, parser, last_ms, path, number)
+        else:
+            item = _venue_item(raw, line, parser, last_ms, path, number)
         if item is not None:
             yield item
 
@@ -314,6 +346,20 @@ def _binance_item(
         channel = stream_channel(prefix.group(1).decode("utf-8", "replace"))
         if channel not in TRADE_CHANNELS:
             return None  # depth, bookTicker, kline, ...: no trades, not even worth decoding
+    try:
+        trades = parser.parse_frame(raw, recv_ms=recv_ms)
+    except ParseError as exc:
+        return ReplayItem(recv_ms, [], [_dead(exc.reason, exc.detail, line, path, number)])
+    return ReplayItem(recv_ms, trades) if trades else None
+
+
+def _venue_item(
+    raw: bytes, line: bytes, parser: Venue, recv_ms: int, path: Path, number: int
+) -> ReplayItem | None:
+    """One recorded frame of a live venue, read as its connection reads it: control messages
+    (acks, pongs, notices) carry no trades, every other frame is parsed."""
+    if parser.control(raw) is not None:
+        return None
     try:
         trades = parser.parse_frame(raw, recv_ms=recv_ms)
     except ParseError as exc:

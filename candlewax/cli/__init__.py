@@ -5,6 +5,7 @@
     candlewax replay PATH [--speed X] [--shift-ms N]          recorded traffic or trade files → trades
     candlewax synthetic [--symbols N] [--rate R]              seeded synthetic market → trades
     candlewax connect VENUE --symbols A,B                     live venue websocket → trades
+    candlewax record VENUE --symbols A,B --out DIR            live venue websocket → hourly .gz
     candlewax flow [--exit-when-done] [-w N -i I -a ADDRS]    the Bytewax bars dataflow (a cluster)
     candlewax recovery init DIR                               the flow's crash-recovery store
     candlewax backtest --from T --to T --out DIR              replay a time range, with a report
@@ -39,6 +40,7 @@ COMMANDS = {
     "broker": commands.cmd_broker,
     "topics": commands.cmd_topics,
     "connect": commands.cmd_connect,
+    "record": commands.cmd_record,
     "replay": commands.cmd_replay,
     "synthetic": commands.cmd_synthetic,
     "flow": cmd_flow,

@@ -101,9 +101,10 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_connect(args: argparse.Namespace) -> int:
-    from connectors.live import LiveConnector, LiveOptions
-    from connectors.producer import TradeProducer
+def _live_start(args: argparse.Namespace, rest: bool) -> tuple[Any, Settings, list[str], Any]:
+    """A live command's start (``connect``; ``record``, which has no REST): venue, settings,
+    symbols, connection options."""
+    from connectors.live import LiveOptions
     from connectors.venues import venue_spec
 
     spec = venue_spec(args.venue)
@@ -111,6 +112,26 @@ def cmd_connect(args: argparse.Namespace) -> int:
     symbols = list(settings.symbols)
     if not symbols:
         raise ConfigError("no symbols: pass --symbols BTCUSDT,ETHUSDT or set symbols in the config")
+    options = LiveOptions(
+        ws_url=args.ws_url,
+        rest_url=args.rest_url if rest else None,
+        token=env_secret(os.environ, spec.venue.token_env) if spec.venue.token_env else None,
+        api_key=env_secret(os.environ, "BINANCE_API_KEY")
+        if rest and spec.name.startswith("binance")
+        else None,
+    )
+    if args.stale_after is not None:
+        options.stale_after_s = args.stale_after
+    if args.ping_interval is not None:
+        options.ping_interval_s = args.ping_interval
+    return spec, settings, symbols, options
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from connectors.live import LiveConnector
+    from connectors.producer import TradeProducer
+
+    spec, settings, symbols, options = _live_start(args, rest=True)
     settings = require_broker(settings)
     ensure_topics(settings)
     serve_metrics(settings, _metrics_requested(args))
@@ -118,18 +139,6 @@ def cmd_connect(args: argparse.Namespace) -> int:
     producer = TradeProducer(
         settings.connection, settings.topic(TRADES), settings.topic(DEADLETTER)
     )
-    options = LiveOptions(
-        ws_url=args.ws_url,
-        rest_url=args.rest_url,
-        token=env_secret(os.environ, spec.venue.token_env) if spec.venue.token_env else None,
-        api_key=env_secret(os.environ, "BINANCE_API_KEY")
-        if spec.name.startswith("binance")
-        else None,
-    )
-    if args.stale_after is not None:
-        options.stale_after_s = args.stale_after
-    if args.ping_interval is not None:
-        options.ping_interval_s = args.ping_interval
     connector = LiveConnector(spec, symbols, producer, options, stop)
     stats = connector.run(exit_after_s=args.exit_after)
     print(
@@ -138,6 +147,33 @@ def cmd_connect(args: argparse.Namespace) -> int:
         f"{stats.rejected} frames rejected, {stats.implausible} implausible ids, "
         f"{stats.crashes} connection crashes), reconnects {dict(sorted(stats.reconnects.items()))}"
     )
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """The venue's raw frames into ``--out`` (connectors/record.py); no broker needed."""
+    from connectors.live import LiveConnector
+    from connectors.record import FrameWriter, check_directory
+
+    spec, _, symbols, options = _live_start(args, rest=False)
+    stop = stop_on_signals()
+    writer = FrameWriter(args.out, spec.name)  # opens nothing until the first frame
+    # Unknown symbols and a missing token fail here, then an unusable directory: before connecting.
+    connector = LiveConnector(spec, symbols, None, options, stop, recorder=writer)
+    check_directory(args.out)
+    try:
+        stats = connector.run(exit_after_s=args.exit_after)
+    finally:
+        writer.close()
+    written = writer.stats
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(written.skipped.items())) or "none"
+    print(
+        f"{spec.name}: {written.frames} frames recorded ({written.retabbed} with line breaks "
+        f"written as tabs; skipped: {skipped}) into {len(written.files)} file(s) in {args.out}, "
+        f"reconnects {dict(sorted(stats.reconnects.items()))}"
+    )
+    for path in written.files:
+        print(path)
     return 0
 
 

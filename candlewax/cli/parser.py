@@ -116,15 +116,13 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p = command("connect", "live venue websocket → trades (gap-free, backfilled)")
     _kafka(p)
     _metrics(p)
-    p.add_argument("venue", help="binance, binance-usdm, coinbase, okx, bybit or finnhub")
-    setting(p, "--symbols", "symbols", "comma-separated, e.g. BTCUSDT,ETHUSDT")
-    p.add_argument("--ws-url", help="websocket base URL (testnets, proxies, tests)")
+    _live(p)
     p.add_argument("--rest-url", help="REST base URL for backfill")
-    p.add_argument("--exit-after", type=float, default=None, help="stop cleanly after N seconds")
-    p.add_argument(
-        "--stale-after", type=float, default=None, help="seconds without any frame = stale"
-    )
-    p.add_argument("--ping-interval", type=float, default=None, help="seconds between our pings")
+
+    p = command("record", "live venue websocket → raw frames in hourly gzip files (no Kafka)")
+    p.add_argument("--config", type=Path, default=None, help="TOML settings file (symbols)")
+    _live(p)
+    p.add_argument("--out", type=Path, required=True, help="directory of the hourly .gz files")
 
     p = command("replay", "publish recorded traffic or a trade file to trades")
     _kafka(p)
@@ -207,6 +205,18 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--speed", type=float, default=None, help="replay speed (default: fastest)")
     setting(p, "--exit-when-done", "exit_when_done", "finite input: exit when all bars are written", action="store_const", const=True)  # fmt: skip
     return parser
+
+
+def _live(p: argparse.ArgumentParser) -> None:
+    """A live venue connection's options (``connect`` and ``record``)."""
+    p.add_argument("venue", help="binance, binance-usdm, coinbase, okx, bybit or finnhub")
+    setting(p, "--symbols", "symbols", "comma-separated, e.g. BTCUSDT,ETHUSDT")
+    p.add_argument("--ws-url", help="websocket base URL (testnets, proxies, tests)")
+    p.add_argument("--exit-after", type=float, default=None, help="stop cleanly after N seconds")
+    p.add_argument(
+        "--stale-after", type=float, default=None, help="seconds without any frame = stale"
+    )
+    p.add_argument("--ping-interval", type=float, default=None, help="seconds between our pings")
 
 
 def _market(p: argparse.ArgumentParser) -> None:

@@ -101,6 +101,8 @@ CASES = [
     ("demo replay of a missing file", ["demo", "--replay", "{tmp}/nope.gz", "--exit-when-done"],
      {"CANDLEWAX_BOOTSTRAP_SERVERS": ""}, ["nope.gz", "does not exist"]),
     ("unknown venue", ["connect", "krakenz", "--symbols", "BTCUSD"], {}, ["'krakenz'", "choose"]),
+    ("record out not writable", ["record", "binance", "--symbols", "BTCUSDT", "--out",
+     "{under_file}"], {}, ["record directory", "a-file", "not writable", "--out"]),
     ("metrics host that is no address", ["synthetic", "--duration", "1", "--metrics-host",
      "no.such.host.invalid", "--metrics-port", "0"], {}, ["no.such.host.invalid"]),
 ]  # fmt: skip

@@ -487,6 +487,15 @@ def targets() -> list[Target]:
             chunk=500,
         ),
         Target(
+            "replay-recording",  # candlewax record's files of a venue other than Binance
+            lambda: tuple(
+                b"%d " % (1_652_459_225_000_000_000 + i) + raw
+                for i, raw in enumerate(_cryptofeed("OKX.ws.1.0"))
+            ),
+            _replay("hftbacktest", "okx", "okx-20220513-16.gz"),
+            chunk=500,
+        ),
+        Target(
             "replay-cryptofeed",
             lambda: tuple(
                 line
