@@ -21,6 +21,13 @@ whatever the batch boundaries or replay speed.
 Duplicates: a trade whose (venue, symbol, id) was already counted in an open window is dropped
 (:class:`SeenTrades`); memory is bounded by the trades of the open 1m windows.
 
+Empty windows (:class:`EmptyIntervals`): as Binance makes a kline for every interval, a window of
+a symbol without trades closes as a *flat* bar — open = high = low = close = the previous bar's
+close, volume 0, trades 0, no ids — once the watermark passes its end, from the symbol's first
+bar on. Flat bars come from the watermark alone (deterministic on replay) and are made per
+interval, never rolled up: a 5m bar is merged from the *trades'* 1m bars, and is flat only when
+its five minutes have no trade, so rollups over flat minutes equal bars built directly.
+
 The rows come from :func:`candlewax.codec.columns.decode_batch` (schema ``ROW_SCHEMA``).
 """
 
@@ -57,7 +64,27 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
 KEYS = ["venue", "symbol", "start_ms"]
 _MINUTE = INTERVALS["1m"]
 
-__all__ = ["BAR_SCHEMA", "ROW_SCHEMA", "BarState", "EventClock", "SeenTrades", "TimeRules"]
+__all__ = [
+    "BAR_SCHEMA",
+    "ROW_SCHEMA",
+    "BarState",
+    "EmptyIntervals",
+    "EventClock",
+    "SeenTrades",
+    "TimeRules",
+]
+
+#: A symbol without trades for longer than this gets no more flat bars until its next trade
+#: (a dormant symbol costs nothing; a day of 1m bars is 1 440 per symbol).
+FLAT_MAX_GAP_MS = 86_400_000
+
+#: Per (venue, symbol) and interval: where its next bar starts, and the close it carries.
+_LAST_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "next_ms": pl.Int64(),
+    "price": pl.Int128(),
+}
 
 
 def empty_bars() -> pl.DataFrame:
@@ -87,6 +114,21 @@ class TimeRules:
     def __post_init__(self) -> None:
         if self.max_skew_ms < 0 or self.max_jump_ms < 0 or self.quorum < 1:
             raise ValueError("max_skew_ms and max_jump_ms must be >= 0, quorum >= 1")
+
+
+@dataclass(frozen=True)
+class EmptyIntervals:
+    """What a window without trades becomes: ``"flat"`` (a bar at the previous close, as
+    Binance's klines) or ``"skip"`` (no bar). ``symbols`` (``"venue:SYMBOL"``) override
+    ``venues``, which override ``default``."""
+
+    default: str = "flat"
+    venues: tuple[tuple[str, str], ...] = ()
+    symbols: tuple[tuple[str, str], ...] = ()
+
+    def flat(self, venue: str, symbol: str) -> bool:
+        mode = dict(self.symbols).get(f"{venue}:{symbol}") or dict(self.venues).get(venue)
+        return (mode or self.default) == "flat"
 
 
 #: Pending clusters of held rows kept at once; a new one beyond this drops the oldest.
@@ -480,7 +522,10 @@ class BarState:
     intervals: tuple[str, ...] = tuple(INTERVALS)
     lateness_ms: int = 2_000
     time_rules: TimeRules = field(default_factory=TimeRules)
+    empty: EmptyIntervals = field(default_factory=EmptyIntervals)
     open: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: Per interval, the symbols that get flat bars: next window start and its price.
+    last: dict[str, pl.DataFrame] = field(default_factory=dict)
     #: Earliest end of any open window: nothing can close before the watermark reaches it.
     next_due_ms: int | None = None
     clock: EventClock = field(init=False)
@@ -493,7 +538,22 @@ class BarState:
         self.intervals = tuple(sorted(self.intervals, key=INTERVALS.__getitem__))
         for name in self.intervals:
             self.open.setdefault(name, empty_bars())
+            self.last.setdefault(name, pl.DataFrame(schema=_LAST_SCHEMA))
         self.clock = EventClock(self.time_rules)
+        self._flat_cache: dict[tuple[str, str], bool] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_flat_cache", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("last", {})
+        self.__dict__.setdefault("empty", EmptyIntervals())
+        for name in self.intervals:
+            self.last.setdefault(name, pl.DataFrame(schema=_LAST_SCHEMA))
+        self._flat_cache = {}
 
     @property
     def watermark_ms(self) -> int | None:
@@ -571,26 +631,138 @@ class BarState:
 
     def _close(self, watermark_ms: int | None) -> dict[str, pl.DataFrame]:
         closed: dict[str, pl.DataFrame] = {}
+        traded_1m = empty_bars()  # rollups merge the trades' 1m bars, never flat ones
         for name in self.intervals:
+            length = INTERVALS[name]
             frame = self.open[name]
-            if name != "1m" and closed.get("1m") is not None and closed["1m"].height:
-                frame = combine(frame, merge(closed["1m"], INTERVALS[name]))
+            if name != "1m" and traded_1m.height:
+                frame = combine(frame, merge(traded_1m, length))
             if watermark_ms is None:
                 done, frame = frame, empty_bars()
+                # End of input closes the window of the newest event time: so far, flat too.
+                horizon = None
+                if self.max_ts_ms is not None:
+                    horizon = self.max_ts_ms - self.max_ts_ms % length + length
             else:
-                due = pl.col("start_ms") + INTERVALS[name] <= watermark_ms
+                due = pl.col("start_ms") + length <= watermark_ms
                 done, frame = frame.filter(due), frame.filter(~due)
+                horizon = watermark_ms
             self.open[name] = frame
-            closed[name] = done.sort(KEYS)
+            if name == "1m":
+                traded_1m = done
+            closed[name] = self._with_flat(name, done, horizon).sort(KEYS)
         # A 1m window that closed can take no more trades: its ids are not needed any longer.
         self.seen.release(None if watermark_ms is None else watermark_ms - _MINUTE + 1)
         ends = [
             int(frame["start_ms"].min()) + INTERVALS[name]  # type: ignore[arg-type]
             for name, frame in self.open.items()
             if frame.height
+        ] + [  # the next window of a symbol that gets flat bars is due as well
+            int(frame["next_ms"].min()) + INTERVALS[name]  # type: ignore[arg-type]
+            for name, frame in self.last.items()
+            if frame.height
         ]
         self.next_due_ms = min(ends) if ends else None
         return closed
+
+    def _is_flat(self, venue: str, symbol: str) -> bool:
+        key = (venue, symbol)
+        if key not in self._flat_cache:
+            self._flat_cache[key] = self.empty.flat(venue, symbol)
+        return self._flat_cache[key]
+
+    def _with_flat(self, name: str, done: pl.DataFrame, horizon: int | None) -> pl.DataFrame:
+        """``done`` (the traded bars of ``name`` that close now) and the flat bars of every
+        tracked symbol's windows without trades that end at or before ``horizon``; remembers,
+        per symbol, where its next window starts and the close it carries."""
+        length = INTERVALS[name]
+        last = self.last[name]
+        if done.height:  # symbols with their first bars join the tracked ones
+            pairs = done.select("venue", "symbol").unique(maintain_order=True)
+            keep = [self._is_flat(v, s) for v, s in pairs.iter_rows()]
+            new = pairs.filter(pl.Series(keep, dtype=pl.Boolean)).join(
+                last.select("venue", "symbol"), on=["venue", "symbol"], how="anti"
+            )
+            if new.height:
+                first = done.join(new, on=["venue", "symbol"]).group_by(["venue", "symbol"])
+                starts = first.agg(next_ms=pl.col("start_ms").min(), price=pl.lit(None, pl.Int128))
+                last = pl.concat([last, starts.select(list(_LAST_SCHEMA))])
+        if not last.height or horizon is None:
+            return done
+        due = last.filter(pl.col("next_ms") + length <= horizon)
+        flat = empty_bars()
+        if due.height:
+            stop = pl.min_horizontal(pl.lit(horizon), pl.col("next_ms") + FLAT_MAX_GAP_MS)
+            windows = (
+                due.select(
+                    "venue",
+                    "symbol",
+                    start_ms=pl.int_ranges("next_ms", stop - length + 1, length, dtype=pl.Int64),
+                )
+                .explode("start_ms")
+                .drop_nulls("start_ms")
+            )
+            windows = windows.join(done.select(KEYS), on=KEYS, how="anti")
+            # The price of a flat window: the close of the symbol's latest bar before it.
+            before = pl.concat(
+                [
+                    due.select(
+                        "venue", "symbol", start_ms=pl.col("next_ms") - length, close="price"
+                    ),
+                    done.select("venue", "symbol", "start_ms", "close"),
+                ]
+            ).filter(pl.col("close").is_not_null())
+            priced = (
+                windows.sort("start_ms")
+                .join_asof(
+                    before.sort("start_ms"),
+                    on="start_ms",
+                    by=["venue", "symbol"],
+                    strategy="backward",
+                    allow_exact_matches=False,
+                    check_sortedness=False,  # sorted by start_ms, so within each symbol too
+                )
+                .filter(pl.col("close").is_not_null())
+            )
+            none = pl.lit(None, dtype=pl.String)
+            zero = pl.lit(0, dtype=pl.Int128)
+            flat = priced.select(
+                "venue",
+                "symbol",
+                "start_ms",
+                open_ts="start_ms",
+                open="close",
+                open_id=none,
+                close_ts=pl.col("start_ms") + length - 1,
+                close="close",
+                close_id=none,
+                high="close",
+                low="close",
+                volume=zero,
+                quote=zero,
+                trades=pl.lit(0, dtype=pl.Int64),
+                buy_volume=zero,
+                buy_quote=zero,
+            )
+        out = pl.concat([done, flat]) if flat.height else done
+        if out.height:  # the newest bar of each symbol sets its next start and price
+            newest = (
+                out.sort("start_ms")
+                .group_by(["venue", "symbol"])
+                .agg(next_ms=pl.col("start_ms").last() + length, price=pl.col("close").last())
+            )
+            last = pl.concat(
+                [
+                    last.join(newest, on=["venue", "symbol"], how="anti"),
+                    newest.join(last.select("venue", "symbol"), on=["venue", "symbol"]).select(
+                        list(_LAST_SCHEMA)
+                    ),
+                ]
+            )
+        if due.height:  # windows still missing up to the horizon: dormant, until its next trade
+            last = last.filter(pl.col("next_ms") + length > horizon)
+        self.last[name] = last
+        return out
 
     def open_windows(self) -> dict[str, int]:
         return {name: frame.height for name, frame in self.open.items()}

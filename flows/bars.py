@@ -48,7 +48,7 @@ from candlewax.kafka import consumer_config
 from candlewax.logs import SECRETS, setup_logging
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
-from flows.barmath import BarState, StepResult, TimeRules
+from flows.barmath import BarState, EmptyIntervals, StepResult, TimeRules
 from flows.routing import state_key
 from flows.volatility import VolatilityState
 from sinks.kafka import KafkaOutput, KafkaRecord
@@ -268,6 +268,10 @@ class BarStep:
         self.time_rules = TimeRules(
             settings.max_clock_skew_ms, settings.max_time_jump_ms, settings.time_jump_quorum
         )
+        empty = settings.empty_intervals
+        self.empty = EmptyIntervals(
+            empty.default, tuple(sorted(empty.venues.items())), tuple(sorted(empty.symbols.items()))
+        )
         self.archive = settings.archive_trades
         self.trades_topic = settings.topic(TRADES)
         self.bars_topic = settings.topic(BARS)
@@ -281,7 +285,7 @@ class BarStep:
     ) -> tuple[PartitionState, StepOutput]:
         if state is None:
             state = PartitionState(
-                BarState(self.intervals, self.lateness_ms, self.time_rules),
+                BarState(self.intervals, self.lateness_ms, self.time_rules, self.empty),
                 VolatilityState(self.rules),
             )
         if batch.offsets:
@@ -352,13 +356,16 @@ class BarStep:
             metrics.TRADES_IN.labels(venue).inc(count)
 
     def _selected(self) -> pl.Expr:
-        """Heartbeats (they move the watermark), and trades in the backtest's range/symbols."""
+        """Trades in the backtest's range/symbols, and heartbeats before its end (they move the
+        watermark; none beyond the range, or its flat bars would run past it)."""
         keep = pl.lit(True)
+        beat = pl.col("hb")
         if self.between_ms is not None:
             keep = keep & pl.col("ts_ms").is_between(*self.between_ms, closed="left")
+            beat = beat & (pl.col("ts_ms") < self.between_ms[1])
         if self.symbols is not None:
             keep = keep & pl.col("symbol").is_in(list(self.symbols))
-        return pl.col("hb") | keep
+        return beat | (~pl.col("hb") & keep)
 
     def _dead(
         self,

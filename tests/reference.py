@@ -101,3 +101,41 @@ def reference_range_alerts(
             fired.add(key)
             out.append((key[2], t.ts_ms, t.price))
     return out
+
+
+def reference_flat_bars(
+    trades: Iterable[Trade], interval: str, horizon_ms: int, skip: frozenset[str] = frozenset()
+) -> list[dict[str, object]]:
+    """:func:`reference_bars` plus the empty windows as Binance makes them (docs/architecture.md):
+    from a symbol's first bar on, every window that ends at or before ``horizon_ms`` and has no
+    trade is a flat bar at the previous bar's close — volume 0, trades 0, no ids. Symbols
+    (``"venue:SYMBOL"``) in ``skip`` get none."""
+    length = INTERVALS[interval]
+    traded = reference_bars(trades, interval)
+    by_symbol: dict[tuple[str, str], dict[int, dict[str, object]]] = {}
+    for bar in traded:
+        by_symbol.setdefault((bar["venue"], bar["symbol"]), {})[bar["start_ms"]] = bar  # type: ignore[index]
+    out: list[dict[str, object]] = []
+    for (venue, symbol), bars in sorted(by_symbol.items()):
+        if f"{venue}:{symbol}" in skip:
+            out += [bars[s] for s in sorted(bars)]
+            continue
+        start = min(bars)
+        last_end = max(start + length, horizon_ms - horizon_ms % length)
+        close = None
+        for s in range(start, last_end, length):
+            if s in bars:
+                out.append(bars[s])
+                close = bars[s]["close"]
+                continue
+            zero = Decimal(0)
+            out.append(
+                {
+                    "venue": venue, "symbol": symbol, "interval": interval, "start_ms": s,
+                    "end_ms": s + length, "open": close, "high": close, "low": close,
+                    "close": close, "volume": zero, "quote_volume": zero, "vwap": close,
+                    "trades": 0, "buy_volume": zero, "buy_quote_volume": zero,
+                    "first_id": None, "last_id": None,
+                }
+            )  # fmt: skip
+    return out

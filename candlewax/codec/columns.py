@@ -431,7 +431,12 @@ def bar_columns(kernel: pl.DataFrame, interval: str) -> pl.DataFrame:
         start_ms="start_ms",
         end_ms=pl.col("start_ms") + length,
         **{name: decimal_text(pl.col(col), scale) for name, (col, scale) in amounts.items()},
-        vwap=decimal_text(_vwap_units(pl.col("quote"), pl.col("volume"))),
+        # A flat bar (no trade, volume 0) has its one price as VWAP.
+        vwap=decimal_text(
+            pl.when(pl.col("volume") > 0)
+            .then(_vwap_units(pl.col("quote"), pl.col("volume").clip(lower_bound=1)))
+            .otherwise(pl.col("close"))
+        ),
         trades="trades",
         first_id="open_id",
         last_id="close_id",

@@ -324,8 +324,8 @@ class Bar(_Keyed):
     trades: int
     buy_volume: str
     buy_quote_volume: str
-    first_id: str
-    last_id: str
+    first_id: str | None
+    last_id: str | None
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,23 +358,38 @@ class Bar(_Keyed):
             )
         number = {name: Decimal(text) for name, text in values.items()}
         low, high = number["low"], number["high"]
-        if not (
-            low <= min(number["open"], number["close"], number["vwap"])
-            and max(number["open"], number["close"], number["vwap"]) <= high
-            and number["volume"] > 0
-            and number["buy_volume"] <= number["volume"]
-            and number["buy_quote_volume"] <= number["quote_volume"]
-        ):
-            raise ParseError("out_of_range", "prices or volumes of the bar contradict each other")
+        trades = rules.integer(obj["trades"], "trades", 0, _MAX_BAR_TRADES)
+        if trades == 0:  # a flat bar: one price, nothing traded, no ids
+            if not (
+                len({number[n] for n in BAR_PRICES}) == 1
+                and not any(number[n] for n in (*BAR_VOLUMES, *BAR_QUOTES))
+            ):
+                raise ParseError("out_of_range", "a bar of no trade must be flat and empty")
+            if obj["first_id"] is not None or obj["last_id"] is not None:
+                raise ParseError("bad_name", "a bar of no trade has no first_id / last_id")
+            first_id = last_id = None
+        else:
+            if not (
+                low <= min(number["open"], number["close"], number["vwap"])
+                and max(number["open"], number["close"], number["vwap"]) <= high
+                and number["volume"] > 0
+                and number["buy_volume"] <= number["volume"]
+                and number["buy_quote_volume"] <= number["quote_volume"]
+            ):
+                raise ParseError(
+                    "out_of_range", "prices or volumes of the bar contradict each other"
+                )
+            first_id = rules.name(obj["first_id"], "first_id", "id")
+            last_id = rules.name(obj["last_id"], "last_id", "id")
         return cls(
             venue=rules.name(obj["venue"], "venue"),
             symbol=rules.name(obj["symbol"], "symbol"),
             interval=interval,
             start_ms=start,
             end_ms=end,
-            trades=rules.integer(obj["trades"], "trades", 1, _MAX_BAR_TRADES),
-            first_id=rules.name(obj["first_id"], "first_id", "id"),
-            last_id=rules.name(obj["last_id"], "last_id", "id"),
+            trades=trades,
+            first_id=first_id,
+            last_id=last_id,
             **values,
         )
 

@@ -17,10 +17,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
+    ConfigDict,
     Field,
     NonNegativeInt,
     PlainSerializer,
@@ -84,6 +86,21 @@ _CHANNEL_TYPES: Final = frozenset({"telegram", "wecom", "webhook", "console"})
 _SERVICE_LINK = re.compile(r".*_(SERVICE_HOST|SERVICE_PORT.*|PORT(_\d+_(TCP|UDP|SCTP).*)?)$")
 
 
+EmptyMode = Literal["flat", "skip"]
+
+
+class EmptyIntervalSettings(BaseModel):
+    """``[candlewax.empty_intervals]``: what a window without trades becomes, ``"flat"`` (a bar
+    at the previous close, volume 0, no ids: what Binance makes) or ``"skip"`` (no bar).
+    ``symbols`` (``"venue:SYMBOL"``) override ``venues``, which override ``default``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    default: EmptyMode = "flat"
+    venues: dict[str, EmptyMode] = Field(default_factory=dict)
+    symbols: dict[str, EmptyMode] = Field(default_factory=dict)
+
+
 def _intervals(values: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [i for i in values if i not in INTERVALS]
     if unknown:
@@ -122,6 +139,8 @@ class Settings(BaseSettings):
     data_dir: DataDir = Path("data")
     #: Bar intervals; 1m is built from trades, the others are rollups of 1m bars.
     intervals: Annotated[CommaList, AfterValidator(_intervals)] = tuple(INTERVALS)
+    #: Windows without trades: flat bars at the previous close (as Binance's klines) or none.
+    empty_intervals: EmptyIntervalSettings = Field(default_factory=EmptyIntervalSettings)
     #: How far behind the newest event time of its partition a trade may arrive and still count.
     lateness_ms: NonNegativeInt = 2_000
     #: Event-time plausibility (docs/reliability.md): a record's ts_ms may run at most this far
@@ -374,7 +393,8 @@ def _explain(exc: ValidationError, sources: Mapping[str, Mapping[str, Any]]) -> 
         loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "json-"))]
         # notify.channels.<name>.<type tag>.<field>: the tag is pydantic's, not the user's
         loc = [p for i, p in enumerate(loc) if not (i >= 2 and loc[i - 2] == "channels" and p in _CHANNEL_TYPES)]  # fmt: skip
-        name = ".".join(loc) or "settings"
+        # Keys come from the user's input: shown escaped, so the message stays one line.
+        name = ".".join(p if p.isprintable() else repr(p) for p in loc) or "settings"
         where = _where(loc[0], sources) if loc else "settings"
         if error["type"] == "extra_forbidden":
             hint = f"; known: {known}" if len(loc) == 1 else ""

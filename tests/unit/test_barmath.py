@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from candlewax.codec import (
     DECIMALS,
     INTERVALS,
+    Bar,
     Heartbeat,
+    ParseError,
     Trade,
     divide_rounded,
     format_scaled,
@@ -25,11 +27,12 @@ from candlewax.codec import (
 from candlewax.codec.columns import bar_columns, decode_batch
 from connectors.replay import iter_file
 from flows import barmath
-from flows.barmath import BAR_SCHEMA, BarState, StepResult, TimeRules
+from flows.barmath import BAR_SCHEMA, BarState, EmptyIntervals, StepResult, TimeRules
 from tests.conftest import BTCUSDT_GZ
-from tests.reference import DECIMAL_FIELDS, as_decimals, reference_bars
+from tests.reference import DECIMAL_FIELDS, as_decimals, reference_bars, reference_flat_bars
 
 T0 = 1_723_161_240_000  # 2024-08-08 23:54:00 UTC
+SKIP = EmptyIntervals("skip")
 
 
 @cache
@@ -69,9 +72,11 @@ def run_kernel(
     lateness_ms: int = 2_000,
     final: bool = True,
     rules: TimeRules | None = None,
+    empty: EmptyIntervals = SKIP,
 ) -> tuple[dict[str, list[dict[str, object]]], int]:
-    """Feed ``values`` cut at ``cuts``; return bars per interval (wire format) and late count."""
-    state = BarState(lateness_ms=lateness_ms, time_rules=rules or TimeRules())
+    """Feed ``values`` cut at ``cuts``; return bars per interval (wire format) and late count.
+    ``empty``: these tests are about the bars of trades, so no flat bars unless asked."""
+    state = BarState(lateness_ms=lateness_ms, time_rules=rules or TimeRules(), empty=empty)
     results = run_steps(values, cuts, state, final)
     return bars_of(results), sum(r.late.height for r in results)
 
@@ -221,7 +226,7 @@ ALONE = TimeRules(quorum=1)
 
 
 def test_windows_close_on_watermark_and_heartbeats_close_idle_symbols() -> None:
-    state = BarState(lateness_ms=2_000, time_rules=ALONE)
+    state = BarState(lateness_ms=2_000, time_rules=ALONE, empty=SKIP)
     quiet = Trade("binance", "ETHUSDT", "1", "2600.5", "1", "buy", T0 + 10_000)
     result = state.step(decode_batch([quiet.encode()]).rows)
     assert not result.closed
@@ -236,7 +241,7 @@ def test_late_trades_are_reported_not_merged() -> None:
     first = Trade("binance", "BTCUSDT", "1", "100", "1", "buy", T0 + 1_000)
     later = Trade("binance", "BTCUSDT", "2", "101", "1", "buy", T0 + 63_000)
     late = Trade("binance", "BTCUSDT", "3", "999", "1", "buy", T0 + 30_000)
-    state = BarState(lateness_ms=2_000, time_rules=ALONE)
+    state = BarState(lateness_ms=2_000, time_rules=ALONE, empty=SKIP)
     result = state.step(decode_batch([first.encode(), later.encode(), late.encode()]).rows)
     assert result.late["id"].to_list() == ["3"]
     (bar,) = to_records(result.closed["1m"], "1m")
@@ -262,7 +267,7 @@ def clean_log() -> list[bytes]:
 
 def outcome(values: list[bytes], cuts: list[int], **rules: int) -> tuple[dict, list, int, int]:
     """Bars, the offsets of implausible rows, the late and the duplicate counts."""
-    results = run_steps(values, cuts, BarState(time_rules=TimeRules(**rules)))
+    results = run_steps(values, cuts, BarState(time_rules=TimeRules(**rules), empty=SKIP))
     held = sorted(row.row["off"] for r in results for row in r.implausible)
     late = sum(r.late.height for r in results)
     dupes = sum(r.duplicates.height for r in results)
@@ -336,7 +341,7 @@ def test_time_guard_keeps_real_records_and_drops_only_the_injected_ones(
         values.insert(spot + shift, bogus.encode())
         injected.append(spot + shift)
     cuts = data.draw(st.lists(st.integers(0, len(values)), max_size=6))
-    results = run_steps(values, cuts, BarState(lateness_ms=lateness))
+    results = run_steps(values, cuts, BarState(lateness_ms=lateness, empty=SKIP))
     held = sorted(row.row["off"] for r in results for row in r.implausible)
     if len([v for v in values if v not in {values[i] for i in injected}]) >= 3 or not injected:
         assert held == injected
@@ -346,7 +351,7 @@ def test_time_guard_keeps_real_records_and_drops_only_the_injected_ones(
         bars = bars_of(results)
         for name in INTERVALS:
             assert normalized(bars[name]) == normalized(reference_bars(kept, name)), name
-    again = run_steps(values, [], BarState(lateness_ms=lateness))
+    again = run_steps(values, [], BarState(lateness_ms=lateness, empty=SKIP))
     for name in INTERVALS:  # the same bars; only their order may follow the batch boundaries
         assert normalized(bars_of(again)[name]) == normalized(bars_of(results)[name])
     assert sorted(row.row["off"] for r in again for row in r.implausible) == held
@@ -374,7 +379,7 @@ def test_duplicates_leave_the_bars_of_a_clean_run(how: str) -> None:
 
 
 def test_duplicate_state_is_released_when_windows_close() -> None:
-    state = BarState()
+    state = BarState(empty=SKIP)
     run_steps([t.encode() for t in btcusdt()], [1000, 5000], state, final=False)
     assert len(state.seen.windows) <= 2  # the minute in progress (and the one within lateness)
     assert 0 < len(state.seen) <= len(btcusdt())
@@ -386,7 +391,9 @@ def test_a_minute_takes_at_most_max_minute_trades(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(barmath, "MAX_MINUTE_TRADES", 5)
     trades = [Trade("binance", "BTCUSDT", str(i), "100", "1", "buy", T0 + i) for i in range(8)]
     other = Trade("binance", "ETHUSDT", "1", "10", "1", "sell", T0 + 9)
-    results = run_steps([t.encode() for t in [*trades, other]], [3], BarState(time_rules=ALONE))
+    results = run_steps(
+        [t.encode() for t in [*trades, other]], [3], BarState(time_rules=ALONE, empty=SKIP)
+    )
     assert [r["id"] for res in results for r in res.too_many.iter_rows(named=True)] == [
         "5",
         "6",
@@ -459,7 +466,7 @@ def test_counted_trades_are_remembered_across_a_snapshot() -> None:
     import pickle
 
     trades = [t.encode() for t in btcusdt()[:2000]]
-    state = BarState()
+    state = BarState(empty=SKIP)
     first = run_steps(trades[:1500], [], state, final=False)
     restored = pickle.loads(pickle.dumps(state))  # what a snapshot and a restart do
     rest = run_steps(trades[1400:], [], restored)  # 100 copies, then the rest
@@ -467,3 +474,87 @@ def test_counted_trades_are_remembered_across_a_snapshot() -> None:
     want, _ = run_kernel(trades, cuts=[1500])
     for name in INTERVALS:
         assert normalized(bars_of(first + rest)[name]) == normalized(want[name]), name
+
+
+# --------------------------------------------------------------------------- empty windows
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    thin=st.lists(st.integers(0, 7_199_999), min_size=1, max_size=12),
+    cut_every=st.integers(3, 400),
+)
+def test_empty_windows_are_flat_bars_as_binance_makes_them(thin: list[int], cut_every: int) -> None:
+    """A busy symbol moves time; a sparse one trades at a few random moments of two hours; a
+    third, set to ``skip``, too. Every interval equals an independent computation: flat bars
+    from each symbol's first bar to the end of input, at the previous close — so a rollup over
+    flat minutes equals the bar built directly from the trades."""
+    trades = [Trade("binance", "BUSY", f"b{i}", "100.00000000", "1.00000000", "buy", T0 + i * 7_000)
+              for i in range(7_200_000 // 7_000)]  # fmt: skip
+    for n, dt in enumerate(sorted(thin)):
+        price = f"{200 + n % 7}.{n:08d}"
+        trades.append(Trade("binance", "THIN", f"t{n}", price, "0.50000000", "sell", T0 + dt))
+        trades.append(Trade("binance", "QUIET", f"q{n}", price, "0.25000000", None, T0 + dt))
+    trades.sort(key=lambda t: t.ts_ms)  # log order = time order: nothing late
+    rule = EmptyIntervals("flat", symbols=(("binance:QUIET", "skip"),))
+    values = [t.encode() for t in trades]
+    bars, late = run_kernel(values, list(range(0, len(values), cut_every)), empty=rule)
+    assert late == 0
+    newest = max(t.ts_ms for t in trades)
+    for name, length in INTERVALS.items():
+        horizon = newest - newest % length + length  # end of input closes the newest window
+        want = reference_flat_bars(trades, name, horizon, skip=frozenset({"binance:QUIET"}))
+        assert normalized(bars[name]) == normalized(want), name
+    flat = [b for b in bars["1m"] if b["trades"] == 0]
+    assert all(b["symbol"] == "THIN" and b["first_id"] is None for b in flat)
+    for bar in bars["1m"]:  # every bar, flat ones included, is a valid `bars` message
+        assert Bar.decode(orjson.dumps(bar)).to_dict() == bar
+
+
+def test_flat_bars_come_from_the_watermark_not_from_the_batches() -> None:
+    """Time moves on heartbeat-free trades of another symbol: the sparse symbol's flat minutes
+    close as the watermark passes them, one step at a time, never twice."""
+    state = BarState(lateness_ms=0, time_rules=ALONE)
+    first = Trade("binance", "THIN", "1", "5.00000000", "1.00000000", "buy", T0 + 10_000)
+    busy = [Trade("binance", "BUSY", str(i), "1.00000000", "1.00000000", "buy", T0 + i * 60_000 + 30_000)
+            for i in range(1, 6)]  # fmt: skip
+    seen: list[int] = []
+    for trade in [first, *busy]:
+        result = state.step(decode_batch([trade.encode()], [0]).rows)
+        seen += [s for s in to_records(result.closed.get("1m", barmath.empty_bars()), "1m")
+                 if s["symbol"] == "THIN" and s["trades"] == 0]  # type: ignore[misc]  # fmt: skip
+    starts = [b["start_ms"] for b in seen]  # type: ignore[index]
+    assert starts == [T0 + 60_000 * k for k in range(1, 5)]  # minutes 1-4, each once, in order
+    assert {b["close"] for b in seen} == {"5.00000000"}  # type: ignore[index]
+
+
+def test_a_dormant_symbol_stops_getting_flat_bars_until_its_next_trade() -> None:
+    gap = barmath.FLAT_MAX_GAP_MS
+    trades = [
+        Trade("binance", "THIN", "1", "5.00000000", "1.00000000", "buy", T0),
+        Trade("binance", "THIN", "2", "6.00000000", "1.00000000", "buy", T0 + gap + 3 * 3_600_000),
+    ]
+    rules = TimeRules(max_jump_ms=10**12)
+    bars, _ = run_kernel([t.encode() for t in trades], [1], rules=rules,
+                         empty=EmptyIntervals())  # fmt: skip
+    flat = [b for b in bars["1h"] if b["trades"] == 0]
+    assert len(flat) == gap // 3_600_000 - 1  # a day after its first hour, then nothing
+    assert [b["trades"] for b in bars["1h"]][-1] == 1
+
+
+def test_bars_of_no_trade_are_checked_like_any_bar() -> None:
+    flat = {"v": 1, "venue": "binance", "symbol": "THIN", "interval": "1m", "start_ms": T0,
+            "end_ms": T0 + 60_000, "open": "5.0", "high": "5.0", "low": "5.0", "close": "5.0",
+            "volume": "0", "quote_volume": "0", "vwap": "5.0", "trades": 0, "buy_volume": "0",
+            "buy_quote_volume": "0", "first_id": None, "last_id": None}  # fmt: skip
+    assert Bar.from_dict(flat).first_id is None
+    for change, reason in [
+        ({"high": "5.1"}, "out_of_range"),
+        ({"volume": "0.1"}, "out_of_range"),
+        ({"first_id": "7"}, "bad_name"),
+        ({"trades": 1}, "out_of_range"),  # a traded bar has volume (and ids)
+        ({"trades": -1}, "out_of_range"),
+    ]:
+        with pytest.raises(ParseError) as err:
+            Bar.from_dict({**flat, **change})
+        assert err.value.reason == reason, change

@@ -106,6 +106,11 @@ EVERY_FIELD = {
         "max_pending": 6,
         "start": "earliest",
     },
+    "empty_intervals": {
+        "default": "skip",
+        "venues": {"okx": "flat"},
+        "symbols": {"binance:A,B": "flat"},
+    },
     "telegram_api_url": "http://127.0.0.1:1/a=b,c",
     "wecom_api_url": "http://127.0.0.1:2",
     "symbols": ["BTCUSDT", "ETHUSDT"],
