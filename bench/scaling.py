@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -49,7 +47,7 @@ from types import FrameType
 
 import polars as pl
 
-from bench.throughput import produce
+from bench.throughput import produce, save_results
 from candlewax.broker import EmbeddedBroker, free_port
 from candlewax.settings import Settings
 from candlewax.topics import ensure_topics
@@ -390,18 +388,8 @@ def main() -> int:
             flush=True,
         )
 
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    machine = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-    }
-    path = out / f"scaling-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     result = {
         "args": vars(args),
-        "machine": machine,
         "messages_per_partition": counts,
         "summary": summary,
         "ratios": ratios,
@@ -411,8 +399,7 @@ def main() -> int:
             for x in runs
         ],
     }
-    path.write_text(json.dumps(result, indent=2))
-    print(f"results: {path}")
+    save_results("scaling", result)
     return 0
 
 

@@ -199,6 +199,12 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.stop()
+    save_results("throughput", {"args": vars(args), "results": results})
+    return 0
+
+
+def save_results(kind: str, result: dict[str, object]) -> Path:
+    """``result`` and this machine into bench/results/<kind>-<UTC time>.json; prints the path."""
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     machine = {
@@ -207,12 +213,10 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
     }
-    path = out / f"throughput-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(
-        json.dumps({"args": vars(args), "machine": machine, "results": results}, indent=2)
-    )
+    path = out / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.write_text(json.dumps({**result, "machine": machine}, indent=2))
     print(f"results: {path}")
-    return 0
+    return path
 
 
 if __name__ == "__main__":

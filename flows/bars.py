@@ -181,10 +181,7 @@ class TradesSource(FixedPartitionedSource[tuple[str, Batch], int]):
         self.starts = starts
         self.stop_ms = stop_ms
         self.progress = progress
-        if workers is None:
-            _, addresses = settings.cluster.resolve(os.environ)
-            workers = settings.cluster.workers * max(1, len(addresses))
-        self.workers = workers
+        self.workers = settings.cluster.total_workers(os.environ) if workers is None else workers
         self._parts: list[str] | None = None
 
     def list_parts(self) -> list[str]:

@@ -35,10 +35,14 @@ def parts(directory: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def _read_only(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """A partition opened to read, immutable: no -wal/-shm files created beside a WAL database."""
+    return contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True))
+
+
 def partition_count(path: Path) -> int:
     """How many partitions the store this file belongs to has (Bytewax writes it in each)."""
-    # immutable: read without creating the -wal/-shm files of a WAL database beside it
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as db:
+    with _read_only(path) as db:
         row = db.execute("SELECT part_count FROM parts").fetchone()
     return int(row[0])
 
@@ -48,8 +52,7 @@ def written_by(directory: Path) -> int | None:
     per execution in every partition; candlewax's state keys depend on it (flows/routing.py)."""
     newest: tuple[int, int] | None = None
     for path in parts(directory).values():
-        uri = f"file:{path}?mode=ro&immutable=1"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        with _read_only(path) as db:
             try:
                 row = db.execute(
                     "SELECT ex_num, worker_count FROM exs ORDER BY ex_num DESC LIMIT 1"

@@ -50,7 +50,7 @@ def flow_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def check_recovery(settings: Settings, addresses: tuple[str, ...]) -> None:
+def check_recovery(settings: Settings, env: Mapping[str, str]) -> None:
     """A store is there, and was last run by as many workers as this cluster has: each
     partition's state key depends on the worker count (flows/routing.py)."""
     from flows.recovery import parts, written_by
@@ -63,7 +63,7 @@ def check_recovery(settings: Settings, addresses: tuple[str, ...]) -> None:
             f"no recovery store in {directory}: create it once with "
             f"`candlewax recovery init {directory}` (docs/recovery.md)"
         )
-    workers = settings.cluster.workers * max(1, len(addresses))
+    workers = settings.cluster.total_workers(env)
     before = written_by(directory)
     if before is not None and before != workers:
         raise ConfigError(
@@ -78,7 +78,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)  # bad rules, properties, cluster settings fail here
     cmd = flow_command(settings, os.environ)
-    check_recovery(settings, settings.cluster.resolve(os.environ)[1])
+    check_recovery(settings, os.environ)
     check_writable(settings.data_dir)  # at start, not at the first Parquet write
     settings = require_broker(settings)
     ensure_topics(settings)

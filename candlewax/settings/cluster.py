@@ -96,6 +96,10 @@ class ClusterSettings(BaseModel):
         )
         return pid, peers
 
+    def total_workers(self, env: Mapping[str, str]) -> int:
+        """Worker threads of the whole cluster: processes × ``workers``."""
+        return self.workers * max(1, len(self.resolve(env)[1]))
+
 
 class RecoverySettings(BaseModel):
     """``[candlewax.recovery]``; flags ``-r``, ``-s``, ``-b`` of ``candlewax flow``."""
