@@ -93,6 +93,11 @@ FLOW_DUPLICATES = Counter(
     "Trades the flow had already counted (same venue, symbol, id in an open window), dropped.",
     ["venue"],
 )
+OUT_OF_SESSION = Counter(
+    "candlewax_out_of_session_trades_total",
+    "Trades outside their symbol's trading session: no bar (kept in the trade archive).",
+    ["venue"],
+)
 WATERMARK = Gauge(
     "candlewax_watermark_seconds",
     "Event-time watermark of a trades partition (Unix time, seconds).",

@@ -12,7 +12,15 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from candlewax import metrics
-from candlewax.codec import DeadLetter, Heartbeat, Trade, encode_trades, message_key
+from candlewax.codec import (
+    DeadLetter,
+    Gap,
+    Heartbeat,
+    Since,
+    Trade,
+    encode_trades,
+    message_key,
+)
 from candlewax.kafka import Connection, TrackedProducer
 
 log = logging.getLogger(__name__)
@@ -82,6 +90,12 @@ class TradeProducer:
         value = Heartbeat(venue, ts_ms).encode()
         for partition in self._partitions:
             self._producer.send(self.trades_topic, value, venue, ts_ms, partition=partition)
+
+    def marker(self, marker: Since | Gap) -> None:
+        """A :class:`Since` or :class:`Gap` of one symbol, keyed like its trades (so the flow
+        reads it in their order)."""
+        ts_ms = marker.ts_ms if isinstance(marker, Since) else marker.to_ms
+        self._producer.send(self.trades_topic, marker.encode(), marker.key, ts_ms)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         metrics.PARSE_ERRORS.labels("connector", letter.reason).inc()

@@ -59,7 +59,6 @@ from candlewax.codec import (
     MAX_ARRAY_ITEMS,
     TRADE_FIELDS,
     DeadLetter,
-    Heartbeat,
     Trade,
     decode_record,
 )
@@ -495,9 +494,10 @@ def _item_recv_ms(trades: list[Trade], last_ms: int) -> int:
 
 
 def _decode_record(record: Any) -> Trade | None:
-    """One record of a trade file (the codec's file form); ``None`` for a heartbeat."""
+    """One record of a trade file (the codec's file form); ``None`` for a heartbeat or a
+    marker (a replay publishes its own heartbeats; its coverage starts at its first trade)."""
     decoded = decode_record(record, from_file=True)
-    return None if isinstance(decoded, Heartbeat) else decoded
+    return decoded if isinstance(decoded, Trade) else None
 
 
 # --------------------------------------------------------------------------- csv / parquet

@@ -82,6 +82,13 @@ class OffsetFinder:
         )
         return max(0, int(high))
 
+    def low(self, partition: int) -> int:
+        """The partition's first offset still in the log."""
+        low, _high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), timeout=10, cached=False
+        )
+        return max(0, int(low))
+
     def first_at_or_after(self, partition: int, ts_ms: int, end: int) -> int:
         """First offset below ``end`` whose timestamp is ≥ ``ts_ms`` (else ``end``): the broker's
         ``offsets_for_times`` answer if it checks out, else a binary search on timestamps."""
@@ -191,13 +198,18 @@ class ArchiveSource(FixedPartitionedSource[tuple[str, Batch], int]):
         if not files:
             raise ConfigError(f"no Parquet trade archive under {root} (DATA_DIR/trades)")
         lo, hi = between_ms
+        scan = scan_parquet(files)
+        self._earliest_ms = scan.select(pl.col("ts_ms").min()).collect().item()
         self.frame = (
-            scan_parquet(files)
-            .filter(pl.col("ts_ms").is_between(lo - MARGIN_MS, hi + MARGIN_MS, closed="left"))
+            scan.filter(pl.col("ts_ms").is_between(lo - MARGIN_MS, hi + MARGIN_MS, closed="left"))
             .sort("partition", "offset")
             .collect()
         )
         self.batch_max = batch_max
+
+    def has_trades_before(self, ts_ms: int) -> bool:
+        """Does the archive reach back before ``ts_ms`` (so it holds the range's first trades)?"""
+        return self._earliest_ms is not None and self._earliest_ms < ts_ms
 
     def list_parts(self) -> list[str]:
         parts = self.frame["partition"].unique().sort().to_list() if self.frame.height else [0]
@@ -270,13 +282,16 @@ def run_backtest(
     # Never a live topic: outputs are files; the flow writes Parquet under OUT only.
     run_settings = settings.replace(data_dir=out, archive_trades=False, exit_when_done=True)
     records = FileRecords(run_settings)
-    step = BarStep(run_settings, between_ms, symbols)
     progress: Progress | None = None
     started = time.monotonic()
     source: Any
+    # Bars starting at the range's start are complete if the input holds earlier trades too.
+    covered_from: int | None = None
     if archive is not None:
         source = ArchiveSource(archive, between_ms, settings.batch_max)
         read_from = f"archive {archive}"
+        if source.has_trades_before(lo):
+            covered_from = lo
     else:
         finder = OffsetFinder(settings, settings.topic(TRADES))
         try:
@@ -287,6 +302,8 @@ def run_backtest(
                 for p in parts
             }
             probes = finder.probes
+            if all(starts[p] > finder.low(p) for p in parts):
+                covered_from = lo
         finally:
             finder.close()
         log.info(
@@ -301,6 +318,7 @@ def run_backtest(
             workers=1,  # run_main: one worker, whatever the cluster settings say
         )
         read_from = f"topic {settings.topic(TRADES)} offsets {starts} of {ends}"
+    step = BarStep(run_settings, between_ms, symbols, covered_from_ms=covered_from)
     flow = build_flow(run_settings, source=source, step=step, records_sink=records)
     show = sys.stderr.isatty() if show_progress is None else show_progress
     done = threading.Event()

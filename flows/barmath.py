@@ -28,18 +28,29 @@ bar on. Flat bars come from the watermark alone (deterministic on replay) and ar
 interval, never rolled up: a 5m bar is merged from the *trades'* 1m bars, and is flat only when
 its five minutes have no trade, so rollups over flat minutes equal bars built directly.
 
+Flags (:meth:`BarState._flag`): every closed bar carries ``complete`` and ``gaps``. A symbol's
+*coverage* starts at its first record in the log: a :class:`~candlewax.codec.Since` marker (a
+connector's start-up fill covers every trade from that time on) or else its first counted
+trade. ``gaps`` counts the :class:`~candlewax.codec.Gap` markers of the symbol that overlap the
+window and arrived while it was still open (decided by the newest event time before the
+marker, as lateness is: the same log gives the same flags whatever the batching). A bar is
+complete when its window starts at or after the coverage start and ``gaps`` is 0.
+
 The rows come from :func:`candlewax.codec.columns.decode_batch` (schema ``ROW_SCHEMA``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-from candlewax.codec import INTERVALS, MAX_MINUTE_TRADES
+from candlewax.calendar import Calendar
+from candlewax.codec import INTERVALS, MAX_MINUTE_TRADES, Gap, Marker, Since
 from candlewax.codec.columns import ROW_SCHEMA, empty_rows
+from candlewax.codec.rules import CALENDAR_INTERVALS, MAX_WINDOW_MS
 
 #: Columns of a (partial or closed) bar in the kernel. Amounts are scaled integers:
 #: prices and volumes at 1e-8, quote amounts at 1e-16.
@@ -84,6 +95,23 @@ _LAST_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "next_ms": pl.Int64(),
     "price": pl.Int128(),
+}
+
+
+#: Per (venue, symbol): where its coverage starts (see "Flags" above).
+_COVER_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "since_ms": pl.Int64(),
+}
+#: Gap markers that may still overlap an open window; ``seen_ms``: the newest event time before
+#: the marker (a window that had closed by then does not count it).
+_GAP_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "from_ms": pl.Int64(),
+    "to_ms": pl.Int64(),
+    "seen_ms": pl.Int64(),
 }
 
 
@@ -508,6 +536,8 @@ class StepResult:
     duplicates: pl.DataFrame = field(default_factory=lambda: empty_rows())
     #: Trades beyond MAX_MINUTE_TRADES in their symbol's minute (dead letters).
     too_many: pl.DataFrame = field(default_factory=lambda: empty_rows())
+    #: Trades outside their symbol's trading session (no bar; archived; counted).
+    out_of_session: pl.DataFrame = field(default_factory=lambda: empty_rows())
 
 
 @dataclass
@@ -523,6 +553,8 @@ class BarState:
     lateness_ms: int = 2_000
     time_rules: TimeRules = field(default_factory=TimeRules)
     empty: EmptyIntervals = field(default_factory=EmptyIntervals)
+    #: Day windows (``1d``) and trading sessions (flows/calendar.py).
+    calendar: Calendar = field(default_factory=Calendar)
     open: dict[str, pl.DataFrame] = field(default_factory=dict)
     #: Per interval, the symbols that get flat bars: next window start and its price.
     last: dict[str, pl.DataFrame] = field(default_factory=dict)
@@ -532,6 +564,12 @@ class BarState:
     seen: SeenTrades = field(default_factory=SeenTrades)
     #: Newest event time the windows have seen (trades and heartbeats, in log order).
     max_ts_ms: int | None = None
+    #: The input holds every trade from this time on (a backtest over a topic that starts
+    #: before its range): no symbol's coverage starts later than this.
+    covered_from_ms: int | None = None
+    #: Coverage start per symbol, and the gap markers still in reach of an open window.
+    cover: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_COVER_SCHEMA))
+    gaps: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_GAP_SCHEMA))
 
     def __post_init__(self) -> None:
         # 1m first: rollups are fed by the 1m bars that close in the same step.
@@ -551,6 +589,10 @@ class BarState:
         self.__dict__.update(state)
         self.__dict__.setdefault("last", {})
         self.__dict__.setdefault("empty", EmptyIntervals())
+        self.__dict__.setdefault("cover", pl.DataFrame(schema=_COVER_SCHEMA))
+        self.__dict__.setdefault("covered_from_ms", None)
+        self.__dict__.setdefault("calendar", Calendar())
+        self.__dict__.setdefault("gaps", pl.DataFrame(schema=_GAP_SCHEMA))
         for name in self.intervals:
             self.last.setdefault(name, pl.DataFrame(schema=_LAST_SCHEMA))
         self._flat_cache = {}
@@ -559,10 +601,11 @@ class BarState:
     def watermark_ms(self) -> int | None:
         return None if self.max_ts_ms is None else self.max_ts_ms - self.lateness_ms
 
-    def step(self, rows: pl.DataFrame) -> StepResult:
-        """Fold one decoded batch (log order) in; close what the watermark has passed."""
+    def step(self, rows: pl.DataFrame, markers: Sequence[tuple[int, Marker]] = ()) -> StepResult:
+        """Fold one decoded batch (log order) in, with its markers (Kafka offset, marker);
+        close what the watermark has passed."""
         admitted, implausible = self.clock.admit(rows)
-        result = self._fold(admitted)
+        result = self._fold(admitted, markers)
         result.implausible = implausible
         return result
 
@@ -578,9 +621,11 @@ class BarState:
         result.implausible = implausible
         return result
 
-    def _fold(self, rows: pl.DataFrame) -> StepResult:
+    def _fold(self, rows: pl.DataFrame, markers: Sequence[tuple[int, Marker]] = ()) -> StepResult:
         prev = self.max_ts_ms if self.max_ts_ms is not None else -(2**62)
-        duplicates = too_many = empty_rows()
+        if markers:
+            self._note_gaps(rows, markers, prev)
+        duplicates = too_many = outside = empty_rows()
         if rows.height:
             # Newest event time seen *before* each row, in log order (trades and heartbeats).
             seen_before = rows["ts_ms"].cum_max().shift(1, fill_value=prev).clip(lower_bound=prev)
@@ -593,6 +638,11 @@ class BarState:
                 trades.filter(~is_late).drop("seen_before")
             )
             on_time, too_many = self._within_cap(on_time)
+            if self.calendar.has_sessions and on_time.height:
+                keep = self.calendar.in_session(on_time)
+                if not keep.all():
+                    outside, on_time = on_time.filter(~keep), on_time.filter(keep)
+            self._note_cover(on_time, markers)
             batch_max = int(rows["ts_ms"].max())  # type: ignore[arg-type]
             self.max_ts_ms = max(prev, batch_max) if self.max_ts_ms is not None else batch_max
             if on_time.height:
@@ -603,13 +653,15 @@ class BarState:
                     self.next_due_ms = first_end
         else:
             late, on_time = empty_rows(), empty_rows()
+            self._note_cover(on_time, markers)
         watermark = self.watermark_ms
         closed: dict[str, pl.DataFrame] = {}
         if self.next_due_ms is not None and watermark is not None and watermark >= self.next_due_ms:
             closed = self._close(watermark)
         return StepResult(
-            closed, late, on_time.height, on_time, duplicates=duplicates, too_many=too_many
-        )
+            closed, late, on_time.height, on_time, duplicates=duplicates, too_many=too_many,
+            out_of_session=outside,
+        )  # fmt: skip
 
     def _within_cap(self, trades: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Split off the trades beyond MAX_MINUTE_TRADES in their (venue, symbol) minute: what
@@ -636,34 +688,184 @@ class BarState:
             length = INTERVALS[name]
             frame = self.open[name]
             if name != "1m" and traded_1m.height:
-                frame = combine(frame, merge(traded_1m, length))
+                frame = combine(frame, merge(self._rolled(name, traded_1m)))
             if watermark_ms is None:
                 done, frame = frame, empty_bars()
                 # End of input closes the window of the newest event time: so far, flat too.
                 horizon = None
                 if self.max_ts_ms is not None:
                     horizon = self.max_ts_ms - self.max_ts_ms % length + length
+                    if name in CALENDAR_INTERVALS:
+                        day = self.calendar.day_of("", self.max_ts_ms)
+                        horizon = day[1] if day else horizon  # (always a day without a key)
             else:
-                due = pl.col("start_ms") + length <= watermark_ms
+                due = self._ends(name, frame) <= watermark_ms
                 done, frame = frame.filter(due), frame.filter(~due)
                 horizon = watermark_ms
             self.open[name] = frame
             if name == "1m":
                 traded_1m = done
-            closed[name] = self._with_flat(name, done, horizon).sort(KEYS)
+            closed[name] = self._flag(name, self._with_flat(name, done, horizon)).sort(KEYS)
         # A 1m window that closed can take no more trades: its ids are not needed any longer.
         self.seen.release(None if watermark_ms is None else watermark_ms - _MINUTE + 1)
+        if self.gaps.height and watermark_ms is not None:  # no open window reaches back to it
+            longest = max(self._longest(name) for name in self.intervals)
+            self.gaps = self.gaps.filter(pl.col("to_ms") > watermark_ms - longest)
         ends = [
-            int(frame["start_ms"].min()) + INTERVALS[name]  # type: ignore[arg-type]
+            int(self._ends(name, frame).min())  # type: ignore[arg-type]
             for name, frame in self.open.items()
             if frame.height
-        ] + [  # the next window of a symbol that gets flat bars is due as well
-            int(frame["next_ms"].min()) + INTERVALS[name]  # type: ignore[arg-type]
+        ] + [  # the next window of a symbol that gets flat bars is due as well (no sooner)
+            int(frame["next_ms"].min()) + self._shortest(name)  # type: ignore[arg-type]
             for name, frame in self.last.items()
             if frame.height
         ]
         self.next_due_ms = min(ends) if ends else None
         return closed
+
+    # ------------------------------------------------------------------ windows
+
+    def _calendar_window(self, name: str) -> bool:
+        """Does ``name`` need the calendar (a day, or any session symbol's windows)?"""
+        return name in CALENDAR_INTERVALS or self.calendar.has_sessions
+
+    @staticmethod
+    def _longest(name: str) -> int:
+        return MAX_WINDOW_MS if name in CALENDAR_INTERVALS else INTERVALS[name]
+
+    def _shortest(self, name: str) -> int:
+        """A lower bound of the windows' length (a session's day may last minutes)."""
+        if name in CALENDAR_INTERVALS and self.calendar.day_offset_ms is None:
+            return _MINUTE
+        return INTERVALS[name]
+
+    def _day_windows(self, frame: pl.DataFrame, column: str) -> pl.DataFrame:
+        """Per row, the ``1d`` window ``(day_start, day_end)`` holding ``column`` (a time),
+        null outside every session part; one calendar call per distinct (key, minute)."""
+        keyed = frame.select("venue", "symbol", column).with_columns(
+            cal=self.calendar.keys(frame), t=pl.col(column) - pl.col(column) % _MINUTE
+        )
+        pairs = keyed.select("cal", "t").unique()
+        spans = [self.calendar.day_of(c, t) for c, t in pairs.iter_rows()]
+        mapping = pairs.with_columns(
+            day_start=pl.Series([w and w[0] for w in spans], dtype=pl.Int64),
+            day_end=pl.Series([w and w[1] for w in spans], dtype=pl.Int64),
+        )
+        return keyed.join(mapping, on=["cal", "t"], how="left", maintain_order="left")
+
+    def _rolled(self, name: str, bars: pl.DataFrame) -> pl.DataFrame:
+        """Closed 1m bars with ``start_ms`` moved to their window of ``name`` (for a rollup)."""
+        length = INTERVALS[name]
+        offset = self.calendar.day_offset_ms if name in CALENDAR_INTERVALS else 0
+        if offset is not None:  # fixed windows (a day of a fixed offset: shifted by it)
+            start = pl.col("start_ms")
+            return bars.with_columns(start_ms=start - (start + offset) % length)
+        days = self._day_windows(bars, "start_ms")["day_start"]
+        return bars.with_columns(start_ms=days).filter(pl.col("start_ms").is_not_null())
+
+    def _ends(self, name: str, frame: pl.DataFrame) -> pl.Series:
+        """The (exclusive) end of each row's window of ``name``."""
+        if name not in CALENDAR_INTERVALS or self.calendar.day_offset_ms is not None:
+            return (frame["start_ms"] + INTERVALS[name]).alias("end_ms")
+        if not frame.height:
+            return pl.Series("end_ms", [], dtype=pl.Int64)
+        return self._day_windows(frame, "start_ms")["day_end"].alias("end_ms")
+
+    # ------------------------------------------------------------------ flags
+
+    def _note_cover(self, on_time: pl.DataFrame, markers: Sequence[tuple[int, Marker]]) -> None:
+        """Symbols seen for the first time: their coverage starts at their first record in the
+        log, a Since marker (its time) or a counted trade (its event time)."""
+        since = [(off, m) for off, m in markers if isinstance(m, Since)]
+        if not on_time.height and not since:
+            return
+        firsts = [
+            on_time.select("venue", "symbol", since_ms="ts_ms", off="off", rank=pl.lit(1)),
+            pl.DataFrame(
+                [(m.venue, m.symbol, m.ts_ms, off, 0) for off, m in since],
+                schema={**_COVER_SCHEMA, "off": pl.Int64(), "rank": pl.Int32()},
+                orient="row",
+            ),
+        ]
+        first = (
+            pl.concat(firsts, how="vertical_relaxed")
+            .sort("off", "rank", maintain_order=True)  # a marker before a trade of its message
+            .unique(["venue", "symbol"], keep="first", maintain_order=True)
+            .select(list(_COVER_SCHEMA))
+        )
+        new = first.join(self.cover, on=["venue", "symbol"], how="anti")
+        if new.height and self.covered_from_ms is not None:
+            new = new.with_columns(since_ms=pl.min_horizontal("since_ms", self.covered_from_ms))
+        if new.height:
+            self.cover = pl.concat([self.cover, new])
+
+    def _note_gaps(
+        self, rows: pl.DataFrame, markers: Sequence[tuple[int, Marker]], prev: int
+    ) -> None:
+        """Keep the batch's gap markers, each with the newest event time seen before it."""
+        gaps = [(off, m) for off, m in markers if isinstance(m, Gap)]
+        if not gaps:
+            return
+        ts, offs = rows["ts_ms"].to_list(), rows["off"].to_list()
+        noted = []
+        for off, gap in gaps:
+            seen = max([prev, *(t for t, o in zip(ts, offs, strict=True) if o < off)])
+            noted.append((gap.venue, gap.symbol, gap.from_ms, gap.to_ms, seen))
+        self.gaps = pl.concat([self.gaps, pl.DataFrame(noted, schema=_GAP_SCHEMA, orient="row")])
+
+    def _flag(self, name: str, bars: pl.DataFrame) -> pl.DataFrame:
+        """``bars`` (closed, of ``name``) with ``complete`` and ``gaps``."""
+        if not bars.height:
+            return bars.with_columns(
+                end_ms=pl.lit(0, pl.Int64), complete=pl.lit(True), gaps=pl.lit(0, pl.Int64)
+            )
+        bars = bars.with_columns(self._ends(name, bars))
+        flagged = bars.join(self.cover, on=["venue", "symbol"], how="left", maintain_order="left")
+        if self.gaps.height:
+            end = pl.col("end_ms")
+            hits = (
+                bars.select(*KEYS, "end_ms")
+                .join(self.gaps, on=["venue", "symbol"])
+                .filter(
+                    (pl.col("from_ms") < end)
+                    & (pl.col("to_ms") > pl.col("start_ms"))
+                    & (end + self.lateness_ms > pl.col("seen_ms"))  # still open at the marker
+                )
+                .group_by(KEYS)
+                .agg(gaps=pl.len().cast(pl.Int64))
+            )
+            flagged = flagged.join(hits, on=KEYS, how="left", maintain_order="left")
+        else:
+            flagged = flagged.with_columns(gaps=pl.lit(None, pl.Int64))
+        return flagged.with_columns(gaps=pl.col("gaps").fill_null(0)).select(
+            *bars.columns,
+            complete=(pl.col("start_ms") >= pl.col("since_ms")).fill_null(False)
+            & (pl.col("gaps") == 0),
+            gaps="gaps",
+        )
+
+    def incomplete_windows(self, rows: pl.DataFrame, length: int) -> pl.Series:
+        """Per trade row: is its window of ``length`` (starting at ``ts - ts % length``) known to
+        be incomplete — before its symbol's coverage, or over a gap marker? (The range detector
+        skips those: flows/volatility.py.)"""
+        start = pl.col("ts_ms") - pl.col("ts_ms") % length
+        marked = rows.select("venue", "symbol", "ts_ms").join(
+            self.cover, on=["venue", "symbol"], how="left", maintain_order="left"
+        )
+        before = (start < pl.col("since_ms")).fill_null(True)
+        if not self.gaps.height:
+            return marked.select(before).to_series()
+        over = (
+            marked.with_row_index("i")
+            .join(self.gaps, on=["venue", "symbol"], how="left", maintain_order="left")
+            .group_by("i", maintain_order=True)
+            .agg(
+                gap=((pl.col("from_ms") < start + length) & (pl.col("to_ms") > start))
+                .fill_null(False)
+                .any()
+            )
+        )["gap"]
+        return marked.select(before).to_series() | over
 
     def _is_flat(self, venue: str, symbol: str) -> bool:
         key = (venue, symbol)
@@ -689,19 +891,31 @@ class BarState:
                 last = pl.concat([last, starts.select(list(_LAST_SCHEMA))])
         if not last.height or horizon is None:
             return done
-        due = last.filter(pl.col("next_ms") + length <= horizon)
+        due = last.filter(pl.col("next_ms") + self._shortest(name) <= horizon)
         flat = empty_bars()
+        # By the calendar (a day, a session symbol), else every window of a fixed length.
+        by_calendar = None
+        if name in CALENDAR_INTERVALS and self.calendar.day_offset_ms is None:
+            by_calendar = pl.Series([True] * due.height, dtype=pl.Boolean)
+        elif self.calendar.has_sessions:
+            by_calendar = self.calendar.keys(due) != ""
         if due.height:
+            plain = due if by_calendar is None else due.filter(~by_calendar)
             stop = pl.min_horizontal(pl.lit(horizon), pl.col("next_ms") + FLAT_MAX_GAP_MS)
             windows = (
-                due.select(
+                plain.select(
                     "venue",
                     "symbol",
                     start_ms=pl.int_ranges("next_ms", stop - length + 1, length, dtype=pl.Int64),
                 )
                 .explode("start_ms")
                 .drop_nulls("start_ms")
+                .with_columns(end_ms=pl.col("start_ms") + length)
             )
+            dormant = pl.DataFrame(schema={"venue": pl.String(), "symbol": pl.String()})
+            if by_calendar is not None and by_calendar.any():
+                more, dormant = self._calendar_flats(name, due.filter(by_calendar), horizon)
+                windows = pl.concat([windows, more])
             windows = windows.join(done.select(KEYS), on=KEYS, how="anti")
             # The price of a flat window: the close of the symbol's latest bar before it.
             before = pl.concat(
@@ -733,7 +947,7 @@ class BarState:
                 open_ts="start_ms",
                 open="close",
                 open_id=none,
-                close_ts=pl.col("start_ms") + length - 1,
+                close_ts=pl.col("end_ms") - 1,
                 close="close",
                 close_id=none,
                 high="close",
@@ -747,9 +961,10 @@ class BarState:
         out = pl.concat([done, flat]) if flat.height else done
         if out.height:  # the newest bar of each symbol sets its next start and price
             newest = (
-                out.sort("start_ms")
+                out.with_columns(self._ends(name, out))
+                .sort("start_ms")
                 .group_by(["venue", "symbol"])
-                .agg(next_ms=pl.col("start_ms").last() + length, price=pl.col("close").last())
+                .agg(next_ms=pl.col("end_ms").last(), price=pl.col("close").last())
             )
             last = pl.concat(
                 [
@@ -760,9 +975,47 @@ class BarState:
                 ]
             )
         if due.height:  # windows still missing up to the horizon: dormant, until its next trade
-            last = last.filter(pl.col("next_ms") + length > horizon)
+            if by_calendar is not None:  # windows by the calendar: it said which are dormant
+                plain_due = due.filter(~by_calendar).select("venue", "symbol")
+                cut = plain_due.join(
+                    last.filter(pl.col("next_ms") + length <= horizon), on=["venue", "symbol"]
+                )
+                last = last.join(pl.concat([cut.select("venue", "symbol"), dormant]),
+                                 on=["venue", "symbol"], how="anti")  # fmt: skip
+            else:
+                last = last.filter(pl.col("next_ms") + length > horizon)
         self.last[name] = last
         return out
+
+    def _calendar_flats(
+        self, name: str, due: pl.DataFrame, horizon: int
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The windows without trades of ``due`` symbols by the calendar (days, session hours)
+        from each one's next start to ``horizon`` — at most a day of open windows at once (closed
+        hours, weekends and holidays do not count) — and the symbols that went past that day
+        (dormant until their next trade)."""
+        rows: list[tuple[str, str, int, int]] = []
+        dormant: list[tuple[str, str]] = []
+        for venue, symbol, next_ms in due.select("venue", "symbol", "next_ms").iter_rows():
+            key = self.calendar.key(venue, symbol)
+            t, opened = next_ms, 0
+            while (window := self.calendar.next_window(key, name, t)) is not None:
+                start, end = window
+                if opened >= FLAT_MAX_GAP_MS:  # a day of open windows at once: dormant
+                    dormant.append((venue, symbol))
+                    break
+                opened += end - start
+                if end > horizon:
+                    break
+                rows.append((venue, symbol, start, end))
+                t = end
+        schema = {"venue": pl.String(), "symbol": pl.String(), "start_ms": pl.Int64(),
+                  "end_ms": pl.Int64()}  # fmt: skip
+        pairs = {"venue": pl.String(), "symbol": pl.String()}
+        return (
+            pl.DataFrame(rows, schema=schema, orient="row"),
+            pl.DataFrame(dormant, schema=pairs, orient="row"),
+        )
 
     def open_windows(self) -> dict[str, int]:
         return {name: frame.height for name, frame in self.open.items()}

@@ -257,8 +257,10 @@ class BarStep:
         settings: Settings,
         between_ms: tuple[int, int] | None = None,
         symbols: frozenset[str] | None = None,
+        covered_from_ms: int | None = None,
     ) -> None:
         self.between_ms = between_ms
+        self.covered_from_ms = covered_from_ms
         self.symbols = symbols
         self.intervals = settings.intervals
         self.lateness_ms = settings.lateness_ms
@@ -269,6 +271,7 @@ class BarStep:
         self.empty = EmptyIntervals(
             empty.default, tuple(sorted(empty.venues.items())), tuple(sorted(empty.symbols.items()))
         )
+        self.calendar = settings.calendar
         self.archive = settings.archive_trades
         self.trades_topic = settings.topic(TRADES)
         self.bars_topic = settings.topic(BARS)
@@ -281,10 +284,11 @@ class BarStep:
         self, state: PartitionState | None, batch: Batch
     ) -> tuple[PartitionState, StepOutput]:
         if state is None:
-            state = PartitionState(
-                BarState(self.intervals, self.lateness_ms, self.time_rules, self.empty),
-                VolatilityState(self.rules),
+            bars = BarState(
+                self.intervals, self.lateness_ms, self.time_rules, self.empty, self.calendar
             )
+            bars.covered_from_ms = self.covered_from_ms
+            state = PartitionState(bars, VolatilityState(self.rules))
         if batch.offsets:
             state.last_offset = batch.offsets[-1]
         out = StepOutput()
@@ -297,7 +301,7 @@ class BarStep:
         rows = decoded.rows
         if self.between_ms is not None or self.symbols is not None:
             rows = rows.filter(self._selected())
-        results = [state.bars.step(rows)]
+        results = [state.bars.step(rows, decoded.markers)]
         if batch.final:
             results.append(state.bars.flush())
         closed: dict[str, pl.DataFrame] = {}
@@ -308,7 +312,8 @@ class BarStep:
                 closed[interval] = (
                     pl.concat([closed[interval], frame]) if interval in closed else frame
                 )
-            alerts += state.vol.on_trades(result.on_time) + state.vol.on_closed(result.closed)
+            alerts += state.vol.on_trades(result.on_time, state.bars)
+            alerts += state.vol.on_closed(result.closed)
         self._emit_bars(out, batch.partition, closed)
         state.vol.expire(None if batch.final else state.bars.watermark_ms)
         now_ms = time.time() * 1000
@@ -347,6 +352,8 @@ class BarStep:
             metrics.PARSE_ERRORS.labels("flow", "too_large").inc()
             detail = f"its 1m bar already holds {MAX_MINUTE_TRADES} trades (the most one takes)"
             self._dead(out, batch, "too_large", detail, _row_json(row), row["off"])
+        for venue, count in _venue_counts(result.out_of_session):
+            metrics.OUT_OF_SESSION.labels(venue).inc(count)
         for venue, count in _venue_counts(result.duplicates):
             metrics.FLOW_DUPLICATES.labels(venue).inc(count)
         for venue, count in _venue_counts(result.on_time):

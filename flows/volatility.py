@@ -8,6 +8,11 @@
 - **zscore**: on each closed bar, |ln(close / previous close)| / σ ≥ k, where σ² is the EWMA of
   squared log returns *before* this one (half-life in bars); silent during a warm-up of W returns.
 
+Incomplete bars (flows/barmath.py, "Flags") are ignored by default (``ignore_incomplete``): a
+range window before the symbol's coverage or over a gap marker raises nothing, and a closed bar
+with ``complete`` false is neither alerted on nor kept as history (as if it did not exist), so a
+partial first bar never fires.
+
 Thresholds come per interval with per-symbol overrides (:class:`AlertRules`). After an alert, the
 same (rule, venue, symbol) stays silent for ``cooldown_ms`` of event time. Everything depends only
 on the log (event times and order), so a replay at any speed gives the same alerts, whose ids are
@@ -25,6 +30,7 @@ import polars as pl
 
 from candlewax.codec import INTERVALS, Alert, alert_id, format_ratio, format_scaled
 from candlewax.settings.alerts import RULES, AlertRules
+from flows.barmath import BarState
 
 __all__ = ["RULES", "AlertRules", "VolatilityState"]
 
@@ -62,13 +68,18 @@ class VolatilityState:
 
     # ------------------------------------------------------------------ range, per trade
 
-    def on_trades(self, rows: pl.DataFrame) -> list[Alert]:
-        """On-time trade rows of one batch (kernel schema, log order) → range alerts."""
+    def on_trades(self, rows: pl.DataFrame, bars: BarState | None = None) -> list[Alert]:
+        """On-time trade rows of one batch (kernel schema, log order) → range alerts; ``bars``
+        (the partition's kernel state) tells which windows are incomplete."""
         if not rows.height:
             return []
         candidates: list[tuple[int, int, Alert]] = []
         for interval in sorted(self.rules.intervals("range"), key=INTERVALS.__getitem__):
-            candidates.extend(self._range(rows, interval))
+            usable = rows
+            if self.rules.ignore_incomplete and bars is not None:
+                usable = rows.filter(~bars.incomplete_windows(rows, INTERVALS[interval]))
+            if usable.height:
+                candidates.extend(self._range(usable, interval))
         # Cooldown in event-time order (ties: log order), the same whatever the batching.
         candidates.sort(key=lambda c: (c[0], c[1]))
         return [a for _, _, a in candidates if self._cooled(a)]
@@ -167,6 +178,8 @@ class VolatilityState:
         for interval, frame in closed.items():
             if interval not in want or not frame.height:
                 continue
+            if self.rules.ignore_incomplete and "complete" in frame.columns:
+                frame = frame.filter(pl.col("complete"))
             for row in frame.select("venue", "symbol", "start_ms", "close", "close_ts").iter_rows():
                 candidates.extend(self._bar(interval, *row))
         candidates.sort(key=lambda c: c[0])

@@ -125,7 +125,7 @@ class BarBoard:
             f"dead letters: {dead}" + (f"   unreadable: {unreadable}" if unreadable else ""),
             "",
             f"{'venue:symbol':<24} {'minute (UTC)':<17} {'state':<6} {'open':>14} {'high':>14} "
-            f"{'low':>14} {'close':>14} {'chg%':>7} {'volume':>14} {'trades':>7}",
+            f"{'low':>14} {'close':>14} {'chg%':>7} {'volume':>14} {'trades':>7} flags",
         ]
         for (venue, symbol), (state, b) in shown[:max_rows]:
             start = datetime.fromtimestamp(b["start_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
@@ -133,13 +133,21 @@ class BarBoard:
             lines.append(
                 f"{venue + ':' + symbol:<24} {start:<17} {state:<6} {_num(b['open']):>14} "
                 f"{_num(b['high']):>14} {_num(b['low']):>14} {_num(b['close']):>14} "
-                f"{change:>+7.3f} {_num(b['volume']):>14} {b['trades']:>7}"
+                f"{change:>+7.3f} {_num(b['volume']):>14} {b['trades']:>7} {_flags(state, b)}"
             )
         if len(shown) > max_rows:
             lines.append(f"... and {len(shown) - max_rows} more symbols")
         if recent:
             lines += ["", "latest alerts:", *(f"  {line}" for line in reversed(recent))]
         return "\n".join(lines)
+
+
+def _flags(state: str, bar: dict) -> str:
+    """``partial`` (the window starts before the symbol's coverage), ``gaps=N``, or nothing
+    for a complete closed bar; the forming bar has no flags yet."""
+    if state != "closed" or bar.get("complete", True):
+        return ""
+    return f"gaps={bar['gaps']}" if bar.get("gaps") else "partial"
 
 
 def _by_len(item: tuple[str, int]) -> int:

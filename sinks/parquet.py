@@ -50,7 +50,9 @@ def _bar_type(name: str) -> pl.DataType:
         return PRICE
     if name in BAR_QUOTES:
         return QUOTE
-    return pl.Int64() if name in ("start_ms", "end_ms", "trades") else pl.String()
+    if name == "complete":
+        return pl.Boolean()
+    return pl.Int64() if name in ("start_ms", "end_ms", "trades", "gaps") else pl.String()
 
 
 #: The codec's bar fields (without ``v``) with exact DECIMAL columns.

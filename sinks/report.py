@@ -55,6 +55,8 @@ def chart(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]], title: str) -> s
     opens = shown["open"].cast(pl.Float64).to_list()
     closes = shown["close"].cast(pl.Float64).to_list()
     starts = shown["start_ms"].to_list()
+    # Bars without flags (written before they existed) are drawn as complete.
+    whole = shown["complete"].to_list() if "complete" in shown.columns else [True] * n
     lo, hi = min(lows), max(highs)
     span = (hi - lo) or max(abs(hi), 1.0) * 1e-6
     step = (_W - 2 * _PAD) / max(n, 1)
@@ -80,10 +82,12 @@ def chart(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]], title: str) -> s
         top, bottom = y(max(opens[i], closes[i])), y(min(opens[i], closes[i]))
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(highs[i]):.1f}" y2="{y(lows[i]):.1f}" '
-            f'class="wick"/><rect class="candle {"up" if up else "down"}" x="{x - body / 2:.1f}" '
+            f'class="wick"/><rect class="candle {"up" if up else "down"}'
+            f'{"" if whole[i] else " incomplete"}" x="{x - body / 2:.1f}" '
             f'y="{top:.1f}" width="{body:.1f}" height="{max(1.0, bottom - top):.1f}">'
             f"<title>{_e(_t(starts[i]))} O {shown['open'][i]} H {shown['high'][i]} "
-            f"L {shown['low'][i]} C {shown['close'][i]}</title></rect>"
+            f"L {shown['low'][i]} C {shown['close'][i]}"
+            f"{'' if whole[i] else ' (incomplete: partial or over a gap)'}</title></rect>"
         )
     index = {s: i for i, s in enumerate(starts)}
     width = INTERVALS[str(bars["interval"][0])]
@@ -143,6 +147,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px}h3{font-size:15px;margin:18p
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;
 text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}
 .chart .candle.up{fill:#2e7d32}.chart .candle.down{fill:#c62828}.chart .wick{stroke:#555}
+.chart .candle.incomplete{fill-opacity:.25;stroke-dasharray:3 2;stroke:#555}
 .chart .grid{stroke:#eee}.chart .axis{font-size:11px;fill:#666}.note{color:#666}
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from candlewax.codec import INTERVALS, Trade
+from candlewax.codec import INTERVALS, Gap, Heartbeat, Since, Trade
 
 
 def reference_bars(trades: Iterable[Trade], interval: str) -> list[dict[str, object]]:
@@ -138,4 +138,40 @@ def reference_flat_bars(
                     "first_id": None, "last_id": None,
                 }
             )  # fmt: skip
+    return out
+
+
+def reference_flags(
+    records: Iterable[Trade | Heartbeat | Since | Gap],
+    bars: Iterable[tuple[str, str, int]],
+    interval: str,
+    lateness_ms: int,
+) -> dict[tuple[str, str, int], tuple[bool, int]]:
+    """``(complete, gaps)`` of each bar ``(venue, symbol, start_ms)`` of ``interval``, from the
+    records in log order, one at a time (docs/architecture.md, "Honest flags"): a symbol's
+    coverage starts at its first Since marker or trade, whichever comes first; a gap marker
+    counts for a bar whose window overlaps it and had not closed (end + lateness > the newest
+    event time before the marker) when it came. Every record here is on time and moves time."""
+    length = INTERVALS[interval]
+    since: dict[tuple[str, str], int] = {}
+    gaps: list[tuple[str, str, int, int, int]] = []
+    newest: int | None = None
+    for rec in records:
+        if isinstance(rec, Since | Trade):
+            since.setdefault((rec.venue, rec.symbol), rec.ts_ms)
+        if isinstance(rec, Gap):
+            seen = -(2**62) if newest is None else newest
+            gaps.append((rec.venue, rec.symbol, rec.from_ms, rec.to_ms, seen))
+        if isinstance(rec, Trade | Heartbeat):
+            newest = rec.ts_ms if newest is None else max(newest, rec.ts_ms)
+    out = {}
+    for venue, symbol, start in bars:
+        end = start + length
+        n = sum(
+            1
+            for v, s, lo, hi, seen in gaps
+            if (v, s) == (venue, symbol) and lo < end and hi > start and end + lateness_ms > seen
+        )
+        first = since.get((venue, symbol))
+        out[(venue, symbol, start)] = (first is not None and start >= first and n == 0, n)
     return out

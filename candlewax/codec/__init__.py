@@ -5,7 +5,8 @@ canonical form, their encoding and their decoding.
   rejection reasons, and the validators of single fields;
 - :mod:`~candlewax.codec.strictjson` — JSON from untrusted sources (I-JSON: no repeated member,
   no lone surrogate; bounded size);
-- :mod:`~candlewax.codec.records` — Trade, Heartbeat, Bar, Alert, DeadLetter;
+- :mod:`~candlewax.codec.records` — Trade, Heartbeat, the markers Since and Gap, Bar, Alert,
+  DeadLetter;
 - :mod:`~candlewax.codec.columns` — the same records column-wise: the flow's fast path, which
   accepts exactly the canonical messages, and the column encoders.
 
@@ -23,8 +24,11 @@ from candlewax.codec.records import (
     Alert,
     Bar,
     DeadLetter,
+    Gap,
     Heartbeat,
+    Marker,
     Rejected,
+    Since,
     Trade,
     alert_id,
     decode_message,
@@ -78,9 +82,12 @@ __all__ = [
     "Alert",
     "Bar",
     "DeadLetter",
+    "Gap",
     "Heartbeat",
+    "Marker",
     "ParseError",
     "Rejected",
+    "Since",
     "Trade",
     "alert_id",
     "decode_message",

@@ -33,8 +33,11 @@ from candlewax.codec.records import (
     BAR_VOLUMES,
     QUOTE_DECIMALS,
     TRADE_FIELDS,
+    Gap,
     Heartbeat,
+    Marker,
     Rejected,
+    Since,
     decode_message,
 )
 from candlewax.codec.rules import (
@@ -99,13 +102,15 @@ _JSON_SCHEMA = {
 class Decoded:
     """A batch of messages decoded: valid rows in log order, and what was rejected.
 
-    ``rejected`` holds (index of the message in the batch, rejection) pairs; ``exact`` counts
-    the messages the exact decoder read (non-canonical ones).
+    ``rejected`` holds (index of the message in the batch, rejection) pairs; ``markers`` the
+    (Kafka offset, marker) pairs of the batch's :class:`Since` / :class:`Gap` records, in log
+    order; ``exact`` counts the messages the exact decoder read (non-canonical ones).
     """
 
     rows: pl.DataFrame
     rejected: list[tuple[int, Rejected]] = field(default_factory=list)
     exact: int = 0
+    markers: list[tuple[int, Marker]] = field(default_factory=list)
 
 
 def empty_rows() -> pl.DataFrame:
@@ -126,9 +131,9 @@ def decode_batch(values: list[bytes | None], offsets: list[int] | None = None) -
     fast, slow = _fast_rows(values, offsets)
     if not slow:
         return Decoded(fast.drop("msg"))
-    rows, rejected = _exact_rows(values, offsets, slow)
+    rows, rejected, markers = _exact_rows(values, offsets, slow)
     merged = pl.concat([fast, rows]).sort("msg", maintain_order=True).drop("msg")
-    return Decoded(merged, rejected, exact=len(slow))
+    return Decoded(merged, rejected, exact=len(slow), markers=markers)
 
 
 def _texts(values: list[bytes | None]) -> pl.Series:
@@ -265,16 +270,20 @@ _ROW_EXPRS = _row_exprs()
 
 def _exact_rows(
     values: list[bytes | None], offsets: list[int], indices: list[int]
-) -> tuple[pl.DataFrame, list[tuple[int, Rejected]]]:
+) -> tuple[pl.DataFrame, list[tuple[int, Rejected]], list[tuple[int, Marker]]]:
     """The messages at ``indices``, one by one through the exact decoder."""
     cols: dict[str, list[object]] = {name: [] for name in (*ROW_SCHEMA, "msg")}
     rejected: list[tuple[int, Rejected]] = []
+    markers: list[tuple[int, Marker]] = []
     for index in indices:
         good, bad = decode_message(values[index])
         rejected.extend((index, r) for r in bad)
         offset = offsets[index]
         for rec in good:
             row: tuple[object, ...]
+            if isinstance(rec, Since | Gap):
+                markers.append((offset, rec))
+                continue
             if isinstance(rec, Heartbeat):
                 row = (True, rec.venue, None, None, None, None, None, rec.ts_ms, None, offset)
             else:
@@ -294,7 +303,7 @@ def _exact_rows(
                 cols[name].append(item)
             cols["msg"].append(index)
     schema = {**ROW_SCHEMA, "msg": pl.UInt32()}
-    return pl.DataFrame(cols, schema=schema), rejected
+    return pl.DataFrame(cols, schema=schema), rejected, markers
 
 
 # --------------------------------------------------------------------------- encoders
@@ -413,8 +422,9 @@ def bar_values(frame: pl.DataFrame) -> list[bytes]:
 
 
 def bar_columns(kernel: pl.DataFrame, interval: str) -> pl.DataFrame:
-    """Closed kernel bars (scaled integers, see ``flows/barmath.py``) → the wire format of
-    :data:`~candlewax.codec.records.BAR_FIELDS` as exact strings."""
+    """Closed kernel bars (scaled integers and the flags ``complete``, ``gaps``, see
+    ``flows/barmath.py``) → the wire format of :data:`~candlewax.codec.records.BAR_FIELDS` as
+    exact strings."""
     length = rules.INTERVALS[interval]
     amounts = {
         **{name: (name, DECIMALS) for name in ("open", "high", "low", "close")},
@@ -429,7 +439,8 @@ def bar_columns(kernel: pl.DataFrame, interval: str) -> pl.DataFrame:
         symbol="symbol",
         interval=pl.lit(interval),
         start_ms="start_ms",
-        end_ms=pl.col("start_ms") + length,
+        # Calendar windows (1d) carry their end; fixed ones end one length later.
+        end_ms=pl.col("end_ms") if "end_ms" in kernel.columns else pl.col("start_ms") + length,
         **{name: decimal_text(pl.col(col), scale) for name, (col, scale) in amounts.items()},
         # A flat bar (no trade, volume 0) has its one price as VWAP.
         vwap=decimal_text(
@@ -440,6 +451,8 @@ def bar_columns(kernel: pl.DataFrame, interval: str) -> pl.DataFrame:
         trades="trades",
         first_id="open_id",
         last_id="close_id",
+        complete="complete",
+        gaps=pl.col("gaps").cast(pl.Int64),
     ).select(BAR_FIELDS)
 
 

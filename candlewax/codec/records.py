@@ -23,10 +23,12 @@ import orjson
 
 from candlewax.codec import rules
 from candlewax.codec.rules import (
+    CALENDAR_INTERVALS,
     INTERVALS,
     MAX_ARRAY_ITEMS,
     MAX_NOTIONAL,
     MAX_TEXT,
+    MAX_WINDOW_MS,
     REASONS,
     SCALE,
     SCHEMA_VERSION,
@@ -44,8 +46,12 @@ from candlewax.errors import ParseError
 TRADE_FIELDS = ("v", "venue", "symbol", "id", "price", "qty", "side", "ts_ms", "recv_ms")
 #: Members of a heartbeat, in order.
 HEARTBEAT_FIELDS = ("v", "type", "venue", "ts_ms")
+SINCE_FIELDS = ("v", "type", "venue", "symbol", "ts_ms")
+GAP_FIELDS = ("v", "type", "venue", "symbol", "from_ms", "to_ms")
 _TRADE_MEMBERS = frozenset((*TRADE_FIELDS, "type"))
 _HEARTBEAT_MEMBERS = frozenset(HEARTBEAT_FIELDS)
+_SINCE_MEMBERS = frozenset(SINCE_FIELDS)
+_GAP_MEMBERS = frozenset(GAP_FIELDS)
 _TRADE_REQUIRED = ("v", "venue", "symbol", "id", "price", "qty", "ts_ms")
 
 
@@ -150,6 +156,56 @@ class Heartbeat:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Since:
+    """The connector holds every trade of ``venue:symbol`` from ``ts_ms`` on: written before
+    the trades of a start-up fill (its start), keyed like the symbol's trades. Bars of the
+    symbol starting at or after it can be complete; see docs/architecture.md, "Honest flags".
+    """
+
+    venue: str
+    symbol: str
+    ts_ms: int
+    v: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return message_key(self.venue, self.symbol)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"v": self.v, "type": "since", "venue": self.venue, "symbol": self.symbol,
+             "ts_ms": self.ts_ms}
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Trades of ``venue:symbol`` with ``from_ms <= ts_ms < to_ms`` may be missing (a blind
+    reconnect): keyed like the symbol's trades, so it reaches the flow in their order. Every bar
+    of the symbol whose window overlaps it and is still open when it arrives counts it."""
+
+    venue: str
+    symbol: str
+    from_ms: int
+    to_ms: int
+    v: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return message_key(self.venue, self.symbol)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"v": self.v, "type": "gap", "venue": self.venue, "symbol": self.symbol,
+             "from_ms": self.from_ms, "to_ms": self.to_ms}
+        )  # fmt: skip
+
+
+#: Records of ``trades`` that carry no trade: what the flow knows about the feed itself.
+Marker = Since | Gap
+
+
 def _version(obj: dict[str, Any], required: bool) -> None:
     if "v" not in obj:
         if required:
@@ -184,8 +240,9 @@ def _checked(
     return obj
 
 
-def decode_record(obj: Any, *, from_file: bool = False) -> Trade | Heartbeat:
-    """Validate one JSON object of the ``trades`` topic: a trade or a heartbeat.
+def decode_record(obj: Any, *, from_file: bool = False) -> Trade | Heartbeat | Since | Gap:
+    """Validate one JSON object of the ``trades`` topic: a trade, a heartbeat or a marker
+    (:class:`Since`, :class:`Gap`).
 
     The wire form is strict: ``v`` is present, every member is known, decimals and ids are
     canonical strings. ``from_file`` reads the laxer form of trade files (replays): ``v`` may
@@ -201,6 +258,23 @@ def decode_record(obj: Any, *, from_file: bool = False) -> Trade | Heartbeat:
             venue=rules.name(obj.get("venue"), "venue"),
             ts_ms=rules.timestamp(obj.get("ts_ms"), "ts_ms"),  # type: ignore[arg-type]
         )
+    if kind == "since":
+        _members(obj, _SINCE_MEMBERS)
+        return Since(
+            venue=rules.name(obj.get("venue"), "venue"),
+            symbol=rules.name(obj.get("symbol"), "symbol"),
+            ts_ms=rules.timestamp(obj.get("ts_ms"), "ts_ms"),  # type: ignore[arg-type]
+        )
+    if kind == "gap":
+        _members(obj, _GAP_MEMBERS)
+        venue = rules.name(obj.get("venue"), "venue")
+        symbol = rules.name(obj.get("symbol"), "symbol")
+        start = rules.timestamp(obj.get("from_ms"), "from_ms")
+        end = rules.timestamp(obj.get("to_ms"), "to_ms")
+        assert start is not None and end is not None
+        if end < start:
+            raise ParseError("bad_timestamp", f"gap to_ms {end} is before its from_ms {start}")
+        return Gap(venue, symbol, start, end)
     if kind is not None and kind != "trade":
         raise ParseError("unknown_type", f"type={str(kind)[:40]!r}")
     _members(obj, _TRADE_MEMBERS)
@@ -232,7 +306,9 @@ class Rejected:
     index: int | None = None
 
 
-def decode_message(value: bytes | None) -> tuple[list[Trade | Heartbeat], list[Rejected]]:
+def decode_message(
+    value: bytes | None,
+) -> tuple[list[Trade | Heartbeat | Since | Gap], list[Rejected]]:
     """Decode one ``trades`` message: a JSON object, or a JSON array of up to
     :data:`~candlewax.codec.rules.MAX_ARRAY_ITEMS` of them.
 
@@ -252,7 +328,7 @@ def decode_message(value: bytes | None) -> tuple[list[Trade | Heartbeat], list[R
             return [], [Rejected(exc.reason, exc.detail)]
     if len(obj) > MAX_ARRAY_ITEMS:
         return [], [Rejected("too_large", f"{len(obj)} items, at most {MAX_ARRAY_ITEMS}")]
-    good: list[Trade | Heartbeat] = []
+    good: list[Trade | Heartbeat | Since | Gap] = []
     bad: list[Rejected] = []
     for index, item in enumerate(obj):
         try:
@@ -288,6 +364,8 @@ BAR_FIELDS = (
     "buy_quote_volume",
     "first_id",
     "last_id",
+    "complete",
+    "gaps",
 )
 #: Bar fields by kind (Parquet and the kernel's output take their column types from these).
 BAR_PRICES = ("open", "high", "low", "close", "vwap")
@@ -307,6 +385,10 @@ class Bar(_Keyed):
     ``buy_*`` = the same sums over aggressor-buy trades, ``vwap`` = quote_volume / volume rounded
     half-even to 8 decimals, ``first_id``/``last_id`` = ids of the opening and closing trades.
     ``end_ms`` is exclusive: the bar covers ``start_ms <= ts_ms < end_ms``.
+
+    The flags (extra fields; the kline fields never change meaning): ``complete`` is false when
+    the window starts before the symbol's coverage (its first trade, or the start of a start-up
+    fill) or when ``gaps`` — the gap records overlapping the window — is not 0.
     """
 
     venue: str
@@ -326,6 +408,8 @@ class Bar(_Keyed):
     buy_quote_volume: str
     first_id: str | None
     last_id: str | None
+    complete: bool = True
+    gaps: int = 0
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,7 +431,10 @@ class Bar(_Keyed):
         start = rules.timestamp(obj["start_ms"], "start_ms")
         end = rules.timestamp(obj["end_ms"], "end_ms")
         assert start is not None and end is not None
-        if start % length or end != start + length:
+        if interval in CALENDAR_INTERVALS:  # a day, a session's hours: minutes, at most 26 h
+            if start % 60_000 or end % 60_000 or not start < end <= start + MAX_WINDOW_MS:
+                raise ParseError("bad_timestamp", f"{start}..{end} is not a {interval} window")
+        elif start % length or end != start + length:
             raise ParseError("bad_timestamp", f"{start}..{end} is not a {interval} window")
         values: dict[str, Any] = {name: rules.decimal(obj[name], name) for name in BAR_PRICES}
         for name in BAR_VOLUMES:
@@ -381,6 +468,12 @@ class Bar(_Keyed):
                 )
             first_id = rules.name(obj["first_id"], "first_id", "id")
             last_id = rules.name(obj["last_id"], "last_id", "id")
+        complete = obj["complete"]
+        if not isinstance(complete, bool):
+            raise ParseError("bad_type", f"complete is a {type_name(complete)}, expected a boolean")
+        gaps = rules.integer(obj["gaps"], "gaps", 0, _MAX_BAR_TRADES)
+        if gaps and complete:
+            raise ParseError("out_of_range", f"a bar over {gaps} gap(s) cannot be complete")
         return cls(
             venue=rules.name(obj["venue"], "venue"),
             symbol=rules.name(obj["symbol"], "symbol"),
@@ -390,6 +483,8 @@ class Bar(_Keyed):
             trades=trades,
             first_id=first_id,
             last_id=last_id,
+            complete=complete,
+            gaps=gaps,
             **values,
         )
 

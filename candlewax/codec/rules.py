@@ -36,7 +36,14 @@ INTERVALS: Final[dict[str, int]] = {
     "15m": 900_000,
     "30m": 1_800_000,
     "1h": 3_600_000,
+    # A calendar day (flows/calendar.py): 24 h in UTC or a fixed offset, 23-25 h across a DST
+    # change of an IANA zone, a session's hours for a symbol with a trading session.
+    "1d": 86_400_000,
 }
+#: Intervals whose windows are calendar windows of varying length (not ``ts - ts % length``).
+CALENDAR_INTERVALS: Final = frozenset({"1d"})
+#: The longest a calendar window may last (a 25 h day across a DST change, with margin).
+MAX_WINDOW_MS: Final = 26 * 3_600_000
 
 #: Every reason a rejection (dead letter, parse-error metric) may carry: a bounded set.
 REASONS: Final = (

@@ -11,6 +11,7 @@ lists every setting.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -40,6 +41,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from candlewax.calendar import Calendar, Session, parse_hours, parse_weekdays
 from candlewax.codec import INTERVALS
 from candlewax.errors import ConfigError
 from candlewax.logs import SECRETS
@@ -101,6 +103,38 @@ class EmptyIntervalSettings(BaseModel):
     symbols: dict[str, EmptyMode] = Field(default_factory=dict)
 
 
+class SessionSettings(BaseModel):
+    """``[candlewax.sessions.NAME]``: a trading calendar (flows/calendar.py) — an IANA time
+    zone, regular hours ``"09:30-16:00"``, optional ``pre`` / ``post`` hours, trading
+    ``weekdays`` (``"mon-fri"``), ``holidays`` (local dates), and ``out_of_session``:
+    ``"archive"`` (trades outside the regular hours make no bar) or ``"bars"`` (pre and post
+    hours make bars too, and daily bars of their own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str
+    regular: str
+    pre: str | None = None
+    post: str | None = None
+    weekdays: str = "mon-fri"
+    holidays: tuple[dt.date, ...] = ()
+    out_of_session: Literal["archive", "bars"] = "archive"
+
+    def session(self, name: str) -> Session:
+        if self.timezone != "UTC" and "/" not in self.timezone:
+            raise ValueError(f"session {name}: timezone must be an IANA name (America/New_York)")
+        return Session(
+            name,
+            self.timezone,
+            parse_hours(self.regular),
+            None if self.pre is None else parse_hours(self.pre),
+            None if self.post is None else parse_hours(self.post),
+            parse_weekdays(self.weekdays),
+            frozenset(self.holidays),
+            self.out_of_session,
+        )
+
+
 def _intervals(values: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [i for i in values if i not in INTERVALS]
     if unknown:
@@ -141,6 +175,13 @@ class Settings(BaseSettings):
     intervals: Annotated[CommaList, AfterValidator(_intervals)] = tuple(INTERVALS)
     #: Windows without trades: flat bars at the previous close (as Binance's klines) or none.
     empty_intervals: EmptyIntervalSettings = Field(default_factory=EmptyIntervalSettings)
+    #: Where a ``1d`` bar starts for symbols without a session: ``"UTC"``, an offset such as
+    #: ``"+08:00"`` (as Binance's timezone klines) or an IANA name (days of 23/25 h at DST).
+    day_timezone: str = "UTC"
+    #: Trading calendars by name, and which venues (``"finnhub"``) or symbols
+    #: (``"finnhub:AAPL"``, which win) follow them (docs/architecture.md, "Sessions").
+    sessions: dict[str, SessionSettings] = Field(default_factory=dict)
+    session_of: dict[str, str] = Field(default_factory=dict)
     #: How far behind the newest event time of its partition a trade may arrive and still count.
     lateness_ms: NonNegativeInt = 2_000
     #: Event-time plausibility (docs/reliability.md): a record's ts_ms may run at most this far
@@ -182,6 +223,7 @@ class Settings(BaseSettings):
     kafka_secret_files: dict[str, Path] = Field(default_factory=dict)
 
     _file_properties: dict[str, str] = PrivateAttr(default_factory=dict)
+    _calendar: Calendar = PrivateAttr(default_factory=Calendar)
 
     @classmethod
     def settings_customise_sources(
@@ -208,6 +250,20 @@ class Settings(BaseSettings):
 
         check_properties(self.kafka_config())
         return self
+
+    @model_validator(mode="after")
+    def _calendar_checked(self) -> Settings:
+        self._calendar = self.build_calendar()
+        return self
+
+    def build_calendar(self) -> Calendar:
+        """Day time zone and trading sessions, checked (a ValueError names what is wrong)."""
+        sessions = {name: spec.session(name) for name, spec in self.sessions.items()}
+        return Calendar(self.day_timezone, sessions, dict(self.session_of))
+
+    @property
+    def calendar(self) -> Calendar:
+        return self._calendar
 
     # ------------------------------------------------------------------ use
 

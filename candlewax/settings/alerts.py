@@ -15,12 +15,12 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from candlewax.codec import INTERVALS
-from candlewax.codec.rules import SYMBOL_PATTERN
+from candlewax.codec.rules import CALENDAR_INTERVALS, SYMBOL_PATTERN
 
 #: The detectors, in the order they are documented.
 RULES: Final = ("range", "move", "zscore")
 
-_KEY = re.compile(rf"(?:({SYMBOL_PATTERN})@)?([0-9]+[mh])")
+_KEY = re.compile(rf"(?:({SYMBOL_PATTERN})@)?([0-9]+[mhd])")
 
 
 def _thresholds(table: dict[str, float]) -> dict[str, float]:
@@ -38,13 +38,24 @@ def _thresholds(table: dict[str, float]) -> dict[str, float]:
 Thresholds = Annotated[dict[str, float], AfterValidator(_thresholds)]
 
 
+def _intraday(table: dict[str, float]) -> dict[str, float]:
+    days = [key for key in table if key.rsplit("@", 1)[-1] in CALENDAR_INTERVALS]
+    if days:
+        raise ValueError(f"{days[0]!r}: the range rule runs on intraday intervals (1m … 1h)")
+    return table
+
+
+#: The range rule follows each trade within fixed windows: no calendar (1d) windows.
+RangeThresholds = Annotated[Thresholds, AfterValidator(_intraday)]
+
+
 class AlertRules(BaseModel):
     """Detector settings; every rule is deterministic in event time."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: (high − low) / high, e.g. {"1m": 0.005, "5m": 0.01, "BTCUSDT@1m": 0.003}
-    range: Thresholds = Field(default_factory=lambda: {"1m": 0.005, "5m": 0.01})
+    range: RangeThresholds = Field(default_factory=lambda: {"1m": 0.005, "5m": 0.01})
     #: |close − close N bars ago| / close, with N = move_bars
     move: Thresholds = Field(default_factory=lambda: {"5m": 0.01})
     move_bars: PositiveInt = 3
@@ -54,6 +65,8 @@ class AlertRules(BaseModel):
     zscore_warmup_bars: PositiveInt = 30
     #: After an alert, the same (rule, venue, symbol) stays silent this long in event time.
     cooldown_ms: NonNegativeInt = 300_000
+    #: Skip incomplete bars and windows (before a symbol's coverage, over a gap marker).
+    ignore_incomplete: bool = True
 
     def threshold(self, rule: str, symbol: str, interval: str) -> float | None:
         table: Mapping[str, float] = getattr(self, rule)

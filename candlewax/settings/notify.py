@@ -131,7 +131,7 @@ def _upper(values: Any) -> Any:
 
 
 Rule = Literal["range", "move", "zscore"]
-Interval = Literal["1m", "5m", "15m", "30m", "1h"]
+Interval = Literal["1m", "5m", "15m", "30m", "1h", "1d"]
 assert set(Rule.__args__) == set(RULES) and set(Interval.__args__) == set(INTERVALS)  # type: ignore[attr-defined]
 
 

@@ -72,7 +72,10 @@ def test_backtest_command_writes_a_report_a_browser_draws(tmp_path: Path) -> Non
     # What the browser built from the page: one candle per bar, one marker per alert.
     dom = _chromium("--dump-dom", (out / "report.html").as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert len(re.findall(r'class="candle (?:up|down)"', dom.stdout)) == bars.height
+    assert len(re.findall(r'class="candle (?:up|down)(?: incomplete)?"', dom.stdout)) == bars.height
+    # Incomplete candles (the flags) are drawn apart: as many as the Parquet bars say.
+    incomplete = bars.filter(~pl.col("complete")).height
+    assert dom.stdout.count(' incomplete"') == incomplete
     assert dom.stdout.count('class="alert-marker"') == len(alerts)
     assert dom.stdout.count('<tr class="alert-row">') == len(alerts)
 

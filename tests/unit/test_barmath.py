@@ -18,8 +18,10 @@ from candlewax.codec import (
     DECIMALS,
     INTERVALS,
     Bar,
+    Gap,
     Heartbeat,
     ParseError,
+    Since,
     Trade,
     divide_rounded,
     format_scaled,
@@ -29,7 +31,13 @@ from connectors.replay import iter_file
 from flows import barmath
 from flows.barmath import BAR_SCHEMA, BarState, EmptyIntervals, StepResult, TimeRules
 from tests.conftest import BTCUSDT_GZ
-from tests.reference import DECIMAL_FIELDS, as_decimals, reference_bars, reference_flat_bars
+from tests.reference import (
+    DECIMAL_FIELDS,
+    as_decimals,
+    reference_bars,
+    reference_flags,
+    reference_flat_bars,
+)
 
 T0 = 1_723_161_240_000  # 2024-08-08 23:54:00 UTC
 SKIP = EmptyIntervals("skip")
@@ -41,7 +49,7 @@ def btcusdt() -> tuple[Trade, ...]:
 
 
 def to_records(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
-    return bar_columns(bars, interval).to_dicts()
+    return bar_columns(bars, interval).to_dicts() if bars.height else []
 
 
 def run_steps(
@@ -52,7 +60,8 @@ def run_steps(
     edges = [0, *sorted(c for c in set(cuts) if 0 < c < len(values)), len(values)]
     for lo, hi in itertools.pairwise(edges):
         if lo < hi:
-            results.append(state.step(decode_batch(values[lo:hi], list(range(lo, hi))).rows))
+            decoded = decode_batch(values[lo:hi], list(range(lo, hi)))
+            results.append(state.step(decoded.rows, decoded.markers))
     if final:
         results.append(state.flush())
     return results
@@ -424,7 +433,8 @@ def test_vectorized_bar_output_equals_python_integers(
             for (p, q, vol, bv, bq), h in zip(rows, [10**22 - 1, 1] * len(rows), strict=False)
         ],
         schema=BAR_SCHEMA,
-    )  # fmt: skip
+    ).with_columns(complete=pl.Series([i % 2 == 0 for i in range(len(rows))]),
+                   gaps=pl.Series([i % 2 for i in range(len(rows))], dtype=pl.UInt32))  # fmt: skip
     assert bar_columns(frame, "5m").to_dicts() == python_bars(frame, "5m")
 
 
@@ -455,6 +465,8 @@ def python_bars(bars: pl.DataFrame, interval: str) -> list[dict[str, object]]:
                 "buy_quote_volume": format_scaled(row["buy_quote"], 2 * DECIMALS),
                 "first_id": row["open_id"],
                 "last_id": row["close_id"],
+                "complete": row["complete"],
+                "gaps": row["gaps"],
             }
         )
     return out
@@ -546,9 +558,14 @@ def test_bars_of_no_trade_are_checked_like_any_bar() -> None:
     flat = {"v": 1, "venue": "binance", "symbol": "THIN", "interval": "1m", "start_ms": T0,
             "end_ms": T0 + 60_000, "open": "5.0", "high": "5.0", "low": "5.0", "close": "5.0",
             "volume": "0", "quote_volume": "0", "vwap": "5.0", "trades": 0, "buy_volume": "0",
-            "buy_quote_volume": "0", "first_id": None, "last_id": None}  # fmt: skip
+            "buy_quote_volume": "0", "first_id": None, "last_id": None, "complete": True,
+            "gaps": 0}  # fmt: skip
     assert Bar.from_dict(flat).first_id is None
     for change, reason in [
+        ({"complete": 1}, "bad_type"),
+        ({"gaps": -1}, "out_of_range"),
+        ({"gaps": 1}, "out_of_range"),  # a bar over a gap is not complete
+        ({"gaps": True, "complete": False}, "bad_type"),
         ({"high": "5.1"}, "out_of_range"),
         ({"volume": "0.1"}, "out_of_range"),
         ({"first_id": "7"}, "bad_name"),
@@ -558,3 +575,106 @@ def test_bars_of_no_trade_are_checked_like_any_bar() -> None:
         with pytest.raises(ParseError) as err:
             Bar.from_dict({**flat, **change})
         assert err.value.reason == reason, change
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _flags(bars: dict[str, list[dict[str, object]]], name: str) -> dict[tuple, tuple[bool, int]]:
+    return {
+        (b["venue"], b["symbol"], b["start_ms"]): (b["complete"], b["gaps"]) for b in bars[name]
+    }
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    thin=st.lists(st.integers(0, 7_199_999), min_size=1, max_size=8),
+    since=st.none() | st.tuples(st.integers(0, 1027), st.integers(-300_000, 300_000)),
+    gaps=st.lists(
+        st.tuples(st.integers(0, 1027), st.integers(-400_000, 400_000), st.integers(0, 900_000)),
+        max_size=4,
+    ),
+    cut_every=st.integers(40, 400),
+)
+def test_flags_equal_an_independent_computation(
+    thin: list[int],
+    since: tuple[int, int] | None,
+    gaps: list[tuple[int, int, int]],
+    cut_every: int,
+) -> None:
+    """``complete`` and ``gaps`` of every bar of every interval, flat ones included, with a
+    Since marker and gap markers at random places of the log (a gap's range random around the
+    time it arrives), cut into random batches, equal a plain computation from the definitions."""
+    busy = [Trade("binance", "BUSY", f"b{i}", "100.00000000", "1.00000000", "buy", T0 + i * 7_000)
+            for i in range(7_200_000 // 7_000)]  # fmt: skip
+    timed: list[tuple[int, int, Trade | Since | Gap]] = [(t.ts_ms, 1, t) for t in busy]
+    for n, dt in enumerate(sorted(thin)):
+        trade = Trade("binance", "THIN", f"t{n}", f"{200 + n}.5", "0.50000000", "sell", T0 + dt)
+        timed.append((trade.ts_ms, 1, trade))
+    if since is not None:  # placed after the busy trade at that index, claiming a time near it
+        at = busy[since[0]].ts_ms
+        timed.append((at, 2, Since("binance", "THIN", max(T0, at + since[1]))))
+    for k, (index, shift, width) in enumerate(gaps):
+        at = busy[index].ts_ms
+        lo = max(T0, at + shift)
+        symbol = "THIN" if k % 2 == 0 else "BUSY"
+        timed.append((at, 2, Gap("binance", symbol, lo, lo + width)))
+    records = [r for _, _, r in sorted(timed, key=lambda x: (x[0], x[1]))]
+    values = [r.encode() for r in records]
+    bars, late = run_kernel(values, list(range(0, len(values), cut_every)), empty=EmptyIntervals())
+    assert late == 0
+    for name in INTERVALS:
+        ours = _flags(bars, name)
+        assert ours == reference_flags(records, ours, name, 2_000), name
+
+
+def test_flags_of_the_real_capture_mark_the_first_partial_windows_and_a_fill() -> None:
+    """The capture starts at 23:54:13: its first bar of every interval holds part of its trades
+    and says so; every later bar is complete. A Since marker at the day's start (a start-up
+    fill of the day) makes them complete, one at 23:00 all but the day, one at 23:54:30 leaves
+    the 23:54 minute partial."""
+    trades = btcusdt()[:20_000]
+    values = [t.encode() for t in trades]
+    plain, _ = run_kernel(values, [7_000])
+    first = trades[0].ts_ms
+    for name, length in INTERVALS.items():
+        flags = [b["complete"] for b in plain[name]]
+        assert flags[0] is False and all(flags[1:]), name
+        assert plain[name][0]["start_ms"] == first - first % length  # type: ignore[operator]
+    hour, day = first - first % 3_600_000, first - first % 86_400_000
+    filled, _ = run_kernel([Since("binance", "BTCUSDT", day).encode(), *values], [3, 9_000])
+    assert all(b["complete"] for name in INTERVALS for b in filled[name])
+    # A fill of the hour (as a connector whose longest interval is 1h makes): not the day.
+    hourly, _ = run_kernel([Since("binance", "BTCUSDT", hour).encode(), *values], [])
+    assert all(b["complete"] for name in INTERVALS if name != "1d" for b in hourly[name])
+    assert [b["complete"] for b in hourly["1d"]] == [False, True]  # the capture ends at 00:00:01
+    late_fill = Since("binance", "BTCUSDT", first - first % 60_000 + 30_000)
+    later, _ = run_kernel([late_fill.encode(), *values], [])
+    assert [b["complete"] for b in later["1m"]][:2] == [False, True]
+    assert later["1h"][0]["complete"] is False
+    # A trade before the marker in the log wins: coverage starts at the trade.
+    after, _ = run_kernel([values[0], Since("binance", "BTCUSDT", hour).encode(), *values[1:]], [])
+    assert [b["complete"] for b in after["1m"]][:2] == [False, True]
+
+
+def test_a_gap_marker_flags_the_open_windows_it_overlaps_and_not_the_closed_ones() -> None:
+    """A gap learnt at 23:58:xx reaching back three minutes: the 1m windows it overlaps that
+    were still open count it; those already closed (published) do not; 5m and 1h do."""
+    trades = btcusdt()
+    values = [t.encode() for t in trades]
+    at = 7_000
+    now = trades[at].ts_ms
+    gap = Gap("binance", "BTCUSDT", now - 180_000, now)
+    records = [*trades[:at], gap, *trades[at:]]
+    bars, _ = run_kernel([*values[:at], gap.encode(), *values[at:]], [at - 5, at + 1])
+    for name in INTERVALS:
+        ours = _flags(bars, name)
+        assert ours == reference_flags(records, ours, name, 2_000), name
+    overlapping = [b for b in bars["1m"] if b["start_ms"] + 60_000 > now - 180_000
+                   and b["start_ms"] < now]  # type: ignore[operator]  # fmt: skip
+    assert overlapping[0]["gaps"] == 0  # closed before the marker came
+    assert overlapping[-1]["gaps"] == 1  # still open
+    assert all(not b["complete"] for b in bars["1m"] if b["gaps"])
+    assert bars["5m"][1]["gaps"] == 1 and bars["1h"][0]["gaps"] == 1
+    for bar in bars["1m"]:  # a flagged bar is a valid `bars` message
+        assert Bar.decode(orjson.dumps(bar)).to_dict() == bar

@@ -111,6 +111,19 @@ EVERY_FIELD = {
         "venues": {"okx": "flat"},
         "symbols": {"binance:A,B": "flat"},
     },
+    "day_timezone": "+08:00",
+    "sessions": {
+        "us": {
+            "timezone": "America/New_York",
+            "regular": "09:30-16:00",
+            "pre": "04:00-09:30",
+            "post": "16:00-20:00",
+            "weekdays": "mon-fri",
+            "holidays": ["2024-07-04"],
+            "out_of_session": "bars",
+        }
+    },
+    "session_of": {"finnhub": "us", "finnhub:SPY": "us"},
     "telegram_api_url": "http://127.0.0.1:1/a=b,c",
     "wecom_api_url": "http://127.0.0.1:2",
     "symbols": ["BTCUSDT", "ETHUSDT"],
