@@ -19,7 +19,25 @@ many connections as the venue's per-connection limit needs, one thread each. Eve
   continues the old sequence, the held trade is dead-lettered ``implausible_id`` and the
   sequence is left as it was;
 - dead-letters every frame its parser rejects (venue, stream, reason; secrets masked) and goes
-  on reading.
+  on reading;
+- wherever it knows trades are lost (an id gap or a reconnect it could not backfill, a blind
+  reconnect on a venue without ids), publishes a :class:`~candlewax.codec.Gap` marker of the
+  symbol's time range into ``trades``, keyed like its trades, so the flow can mark the bars.
+
+**Start-up fill** (``options.fill``, on in ``candlewax connect``): a connector that starts —
+or restarts — knows nothing of the trades before its first frame, so the first window of
+every symbol would be partial. Where the venue's REST history allows it (:class:`History`:
+Binance spot and USDⓈ-M, Coinbase), once every connection has subscribed, the connector plans
+per symbol the longest configured interval whose current window ``fill_max_requests`` requests
+can fetch completely (:func:`~connectors.venues.plan_fill`), publishes a
+:class:`~candlewax.codec.Since` marker at that window's start, then the window's trades up to
+the newest one at planning (the *seam*), all symbols merged in time order (the flow's
+watermark is per partition: a symbol's old trades after another's new ones would be late).
+Connections read meanwhile but hold their trades; once the fill is done, the seam is each
+symbol's last id and the held trades go through the usual id logic: those up to the seam are
+duplicates, a jump past it is a gap, backfilled. What the fill could not fetch after claiming
+it is a Gap marker; a symbol without a claim (no history, budget too small, REST failing) has
+no Since marker, and its first window is partial. One log line per symbol says what it got.
 
 **Connections never die quietly.** A connection thread that raises is logged with its
 traceback, counted (``cause="crash"``) and restarted with the same backoff; a thread that ended
@@ -42,10 +60,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -56,13 +76,38 @@ import websocket
 
 from candlewax import metrics
 from candlewax.backoff import Backoff
-from candlewax.codec import DeadLetter, Trade
+from candlewax.codec import INTERVALS, DeadLetter, Gap, Since, Trade, normalize_symbol
 from candlewax.errors import CandlewaxError, ParseError
 from candlewax.logs import SECRETS
 from connectors.producer import TradeProducer
-from connectors.venues import BackfillBanned, VenueSpec
+from connectors.venues import (
+    BackfillBanned,
+    BadAnswer,
+    FillPlan,
+    FillStopped,
+    History,
+    Pacer,
+    RestRejection,
+    VenueSpec,
+    fill_starts,
+    plan_fill,
+)
 
 log = logging.getLogger(__name__)
+
+#: Trades a connection holds while the start-up fill runs; beyond, the oldest are dropped
+#: (the id logic backfills them as a gap once the fill is done).
+MAX_HELD_LIVE = 200_000
+#: What a REST call of the backfill or the fill may raise on a bad answer or a bad network.
+_REST_ERRORS = (CandlewaxError, httpx.HTTPError, ValueError, KeyError, TypeError)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _utc(ts_ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts_ms // 1000))
 
 
 @dataclass
@@ -87,6 +132,17 @@ class LiveOptions:
     #: Crashes of one connection tolerated within crash_window_s before the connector gives up.
     max_crashes: int = 5
     crash_window_s: float = 300.0
+    #: The start-up fill (module docstring): on in ``candlewax connect`` (``--no-fill``: off).
+    fill: bool = False
+    #: Intervals whose current windows it tries to complete (connect: ``settings.intervals``).
+    fill_intervals: tuple[str, ...] = tuple(INTERVALS)
+    #: REST requests per symbol, probes included (Binance spot: 120 × weight 25 = half of the
+    #: 6,000 per minute, at most 120,000 trades).
+    fill_max_requests: int = 120
+    #: Seconds between the fill's requests (None: the venue's, half of its request budget).
+    fill_pace_s: float | None = None
+    #: Exchange "now" in epoch ms: the fill's window starts, the end of blind gaps.
+    clock_ms: Callable[[], int] = field(default=wall_ms, repr=False)
 
 
 class FrameSink(Protocol):
@@ -142,6 +198,10 @@ class ConnectionStats:
     rejected: int = 0
     implausible: int = 0
     crashes: int = 0
+    #: Trades of the start-up fill (counted in ``trades`` too).
+    filled: int = 0
+    #: REST rows refused (bad rows, ids outside the asked range), dead-lettered.
+    rest_rejected: int = 0
 
 
 class _Connection:
@@ -157,12 +217,18 @@ class _Connection:
         self.name = self.spec.name
         self.index = index
         self.symbols = symbols
+        #: Our symbol → its configured spelling (what REST requests are built from).
+        self.spelled = {normalize_symbol(s): s for s in symbols}
         self.stats = ConnectionStats()
         self.last_id: dict[str, int] = {}
         self.last_ts: dict[str, int] = {}
         #: Per symbol, a trade whose id was far from the sequence, waiting for the next one.
         self.held: dict[str, Trade] = {}
         self.newest_ts: int | None = None
+        #: Set once the subscriptions went out (the start-up fill waits for every connection).
+        self.subscribed = threading.Event()
+        #: Live trades received while the start-up fill runs, published once it is done.
+        self.held_live: list[Trade] = []
         base = connector.options.ws_url or self.parser.ws_url
         self.url = self.parser.stream_url(base, symbols, connector.options.token)
         lifetime = connector.options.max_lifetime_s or self.parser.max_lifetime_s
@@ -259,7 +325,9 @@ class _Connection:
                 if i and self.c.stop.wait(1.0 / max(self.spec.max_sends_per_s - 1, 1)):
                     return None
                 ws.send(message)
-            if self.stats.connects > 1 and self.c.recorder is None:
+            self.subscribed.set()
+            # While the start-up fill runs, its seam and the id logic cover a reconnect.
+            if self.stats.connects > 1 and self.c.recorder is None and self.c.live.is_set():
                 if self.parser.sequential_ids:
                     self._backfill_after_reconnect()
                 else:
@@ -275,6 +343,8 @@ class _Connection:
         recorder = self.c.recorder
         opened = last_frame = last_ping = time.monotonic()
         while not self.c.stop.is_set():
+            if self.held_live and self.c.live.is_set():
+                self._publish([])  # the start-up fill is done: what was held goes out now
             now = time.monotonic()
             if self.lifetime_s is not None and now - opened >= self.lifetime_s:
                 return "rotation"
@@ -354,14 +424,25 @@ class _Connection:
         )
 
     def _publish(self, trades: list[Trade]) -> None:
+        if not self.c.live.is_set():  # the start-up fill runs: hold them
+            self.held_live.extend(trades)
+            if len(self.held_live) > MAX_HELD_LIVE:
+                dropped = len(self.held_live) - MAX_HELD_LIVE
+                del self.held_live[:dropped]
+                log.warning(
+                    "%s[%d]: holding more than %d live trades during the start-up fill: "
+                    "dropped the %d oldest (backfilled later as a gap)",
+                    self.name, self.index, MAX_HELD_LIVE, dropped,
+                )  # fmt: skip
+            return
+        if self.held_live:
+            trades, self.held_live = [*self.held_live, *trades], []
         out: list[Trade] = []
         for trade in trades:
-            if self.parser.sequential_ids:
-                out.extend(self._in_sequence(trade))
-            else:
-                out.append(trade)
-        for trade in out:
-            self.last_ts[trade.symbol] = max(trade.ts_ms, self.last_ts.get(trade.symbol, 0))
+            got = self._in_sequence(trade) if self.parser.sequential_ids else [trade]
+            for t in got:
+                self.last_ts[t.symbol] = max(t.ts_ms, self.last_ts.get(t.symbol, 0))
+            out.extend(got)
         self._send(out)
 
     def _in_sequence(self, trade: Trade) -> list[Trade]:
@@ -377,7 +458,7 @@ class _Connection:
                 self._implausible(held, last, "the next trade continued the sequence")
             self.last_id[symbol] = tid
             gap = (
-                self._fill_gap(symbol, last + 1, tid - 1)
+                self._fill_gap(symbol, last + 1, tid - 1, trade.ts_ms)
                 if last is not None and tid > last + 1
                 else []
             )
@@ -396,8 +477,16 @@ class _Connection:
                 self.name, symbol, last, held_id,
             )  # fmt: skip
             self.last_id[symbol] = tid
-            gap = self._fill_gap(symbol, last + 1, held_id - 1) if held_id > last + 1 else []
-            between = self._fill_gap(symbol, held_id + 1, tid - 1) if tid > held_id + 1 else []
+            gap = (
+                self._fill_gap(symbol, last + 1, held_id - 1, held.ts_ms)
+                if held_id > last + 1
+                else []
+            )
+            between = (
+                self._fill_gap(symbol, held_id + 1, tid - 1, trade.ts_ms, held.ts_ms)
+                if tid > held_id + 1
+                else []
+            )
             return [*gap, held, *between, trade]
         if held is not None:
             self._implausible(held, last, "the next trade did not continue it")
@@ -429,24 +518,51 @@ class _Connection:
             self.newest_ts = newest
         self.c._last_trade[0] = time.time()
 
+    def history(self, symbol: str, pacer: Pacer | None = None) -> History | None:
+        """The venue's REST trade history of ``symbol`` (our spelling), None without one."""
+        if self.spec.history is None or self.c.rest is None:
+            return None
+        return self.spec.history(
+            self.c.rest, self.spelled.get(symbol, symbol), self.c.options.api_key,
+            reject=self._rest_rejected, pacer=pacer,
+        )  # fmt: skip
+
+    def _rest_rejected(self, rejection: RestRejection) -> None:
+        """A REST row the parser refused (or outside the asked range): dead-lettered."""
+        self.stats.rest_rejected += 1
+        self._dead_rest(rejection.reason, rejection.detail, rejection.raw, rejection.path)
+
+    def _dead_rest(self, reason: str, detail: str, raw: bytes, path: str) -> None:
+        rest = self.c.rest
+        stream = redact(f"{str(rest.base_url).rstrip('/')}{path}") if rest else path
+        self.c.publisher().dead_letter(
+            DeadLetter(reason, SECRETS.redact(detail), SECRETS.redact_bytes(raw),
+                       {"venue": self.name, "stream": stream})
+        )  # fmt: skip
+
+    def rest_failed(self, exc: BaseException) -> str:
+        """What a failed REST call says, for a log line: a bad answer is dead-lettered, a ban
+        ends REST for this process. httpx texts carry the request URL: the class name and a
+        redacted text only."""
+        if isinstance(exc, BadAnswer):
+            self.stats.rest_rejected += 1
+            self._dead_rest(exc.reason, exc.detail, exc.raw, exc.path)
+        if isinstance(exc, BackfillBanned):
+            log.error("%s: %s — REST disabled for this process", self.name, exc)
+            self.c.rest = None
+        return f"{type(exc).__name__}: {SECRETS.redact(str(exc))[:200]}"
+
     def _fetch(self, symbol: str, first: int, last: int | None) -> list[Trade] | None:
         """Trades first..last (last None: up to now) over REST, in id order; None on failure
         (logged and counted as unrecovered)."""
-        if self.spec.backfill is None or self.c.rest is None:
+        history = self.history(symbol)
+        if history is None:
             self._unrecovered(symbol, first, last, "no trade backfill for this venue/process")
             return None
         try:
-            got = self.spec.backfill(self.c.rest, symbol, first, last, self.c.options.api_key)
-        except BackfillBanned as exc:
-            log.error("%s: %s — backfill disabled for this process", self.name, exc)
-            self.c.rest = None
-            self._unrecovered(symbol, first, last, str(exc))
-            return None
-        except (CandlewaxError, httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            # httpx texts carry the request URL: the class name and a redacted text only.
-            self._unrecovered(
-                symbol, first, last, f"{type(exc).__name__}: {SECRETS.redact(str(exc))[:200]}"
-            )
+            got = history.range(first, last)
+        except _REST_ERRORS as exc:
+            self._unrecovered(symbol, first, last, self.rest_failed(exc))
             return None
         got = [t for t in got if int(t.id) >= first and (last is None or int(t.id) <= last)]
         got.sort(key=lambda t: int(t.id))
@@ -454,13 +570,23 @@ class _Connection:
         metrics.CONNECTOR_BACKFILLED.labels(self.name).inc(len(got))
         return got
 
-    def _fill_gap(self, symbol: str, first: int, last: int) -> list[Trade]:
-        """A gap seen in the live stream: ids first..last are missing."""
+    def gap(self, symbol: str, from_ms: int, to_ms: int) -> None:
+        """Trades of ``symbol`` with from_ms <= ts_ms < to_ms may be missing: a Gap marker."""
+        self.c.publisher().marker(Gap(self.name, symbol, from_ms, max(from_ms, to_ms)))
+
+    def _fill_gap(
+        self, symbol: str, first: int, last: int, next_ts: int, from_ts: int | None = None
+    ) -> list[Trade]:
+        """A gap seen in the live stream: ids first..last are missing, between the symbol's
+        last trade (or ``from_ts``) and the trade at ``next_ts`` that revealed them."""
         self.stats.gaps += 1
         got = self._fetch(symbol, first, last)
+        wanted = last - first + 1
+        if got is None or len(got) < wanted:
+            start = self.last_ts.get(symbol, next_ts) if from_ts is None else from_ts
+            self.gap(symbol, start, next_ts + 1)
         if got is None:
             return []
-        wanted = last - first + 1
         if len(got) < wanted:
             self._unrecovered(symbol, first, last, f"REST returned {len(got)} of {wanted} trades")
         else:
@@ -489,9 +615,10 @@ class _Connection:
 
     def _record_blind_gaps(self) -> None:
         """Venues without trade ids (Finnhub): what happened while disconnected cannot be known
-        or fetched. Say so — metric, log, and a ``gap`` record in ``deadletter`` naming the time
-        range — instead of producing bars that silently miss trades."""
-        now_ms = int(time.time() * 1000)
+        or fetched. Say so — metric, log, a Gap marker in ``trades`` and a ``gap`` record in
+        ``deadletter`` naming the time range — instead of producing bars that silently miss
+        trades."""
+        now_ms = self.c.options.clock_ms()
         for symbol, last_ts in self.last_ts.items():
             self.stats.gaps += 1
             detail = f"{symbol}: no trades received from ts_ms {last_ts} until reconnect at {now_ms}; venue has no backfill"
@@ -505,12 +632,16 @@ class _Connection:
                 }
             )
             self._dead("gap", detail, raw)
+            self.gap(symbol, last_ts, now_ms)
 
     def _backfill_after_reconnect(self) -> None:
         """After a reconnect, fetch everything since the last trade seen, per symbol: what was
         missed while disconnected is a gap only if there was something to miss."""
         for symbol, last in list(self.last_id.items()):
             got = self._fetch(symbol, last + 1, None)
+            if got is None:
+                now_ms = self.c.options.clock_ms()
+                self.gap(symbol, self.last_ts.get(symbol, now_ms), now_ms)
             if got:
                 self.stats.gaps += 1
                 metrics.CONNECTOR_GAPS.labels(self.name, "backfilled").inc()
@@ -522,6 +653,138 @@ class _Connection:
                 )
                 self.last_id[symbol] = int(got[-1].id)
                 self._send(got)
+
+
+class _FillOut:
+    """The start-up fill's output: trades in batches, a marker only after the trades before it."""
+
+    def __init__(self, producer: TradeProducer) -> None:
+        self.producer = producer
+        self.batch: list[Trade] = []
+
+    def trade(self, trade: Trade) -> None:
+        self.batch.append(trade)
+        if len(self.batch) >= 1000:
+            self.flush()
+
+    def marker(self, marker: Since | Gap) -> None:
+        self.flush()
+        self.producer.marker(marker)
+
+    def flush(self) -> None:
+        if self.batch:
+            self.producer.send(self.batch)
+            self.producer.flush_ready()
+            self.batch = []
+
+
+class _SymbolFill:
+    """The start-up fill of one symbol: its plan, its trades as a stream, its outcome."""
+
+    def __init__(self, conn: _Connection, symbol: str, history: History | None) -> None:
+        self.conn = conn
+        self.name = conn.name
+        self.symbol = symbol
+        self.history = history
+        self.plan: FillPlan | None = None
+        #: The Since marker's time: the start of the window claimed complete (None: no claim).
+        self.claimed: int | None = None
+        self.count = 0
+        self.first: Trade | None = None
+        self.last: Trade | None = None
+        self.holes = 0
+        self.why = ""
+        #: The id after the last one the fill published (or skipped as a hole).
+        self.next_id: int | None = None
+
+    def plan_with(self, starts: list[tuple[str, int]], budget: int) -> None:
+        if self.history is None:
+            self.why = "REST is disabled for this process"
+            return
+        try:
+            self.plan = plan_fill(self.history, starts, budget)
+        except FillStopped:
+            self.why = "stopped"
+            return
+        except _REST_ERRORS as exc:
+            self.why = self.conn.rest_failed(exc)
+            return
+        self.claimed = self.plan.since_ms
+        self.why = self.plan.why
+
+    def stream(self, out: _FillOut, budget: int) -> Iterator[Trade]:
+        """The claimed window's trades in id order. An id the venue did not give (a refused
+        row, a failed request, the budget spent) is a hole: a Gap marker from the trade before
+        to the trade after it (or the seam), counted and logged; nothing here raises."""
+        plan, history = self.plan, self.history
+        if self.claimed is None or plan is None or plan.seam is None or history is None:
+            return
+        seam, before_ts = plan.seam, self.claimed
+        expected = seam.id + 1 if plan.first_id is None else plan.first_id
+        self.next_id = expected
+        try:
+            for page in plan.pages(history, budget):
+                for trade in page:
+                    tid = int(trade.id)
+                    if tid < expected:
+                        continue
+                    if tid > expected:
+                        self._hole(out, expected, tid - 1, before_ts, trade.ts_ms + 1, "not given")
+                    expected, before_ts = tid + 1, trade.ts_ms
+                    self.next_id = expected
+                    self.count += 1
+                    self.first = self.first or trade
+                    self.last = trade
+                    yield trade
+            why = "not given"
+        except FillStopped:
+            why = "stopped"
+        except _REST_ERRORS as exc:
+            why = self.conn.rest_failed(exc)
+        if expected <= seam.id:
+            self._hole(out, expected, seam.id, before_ts, seam.ts_ms + 1, why)
+
+    def _hole(
+        self, out: _FillOut, first: int, last: int, from_ms: int, to_ms: int, why: str
+    ) -> None:
+        self.holes += 1
+        self.conn.stats.unrecovered += 1
+        metrics.CONNECTOR_GAPS.labels(self.name, "unrecovered").inc()
+        log.error(
+            "%s: start-up fill of %s is missing trades %d..%d (%s); a gap marker covers %s..%s",
+            self.name, self.symbol, first, last, why, _utc(from_ms), _utc(to_ms),
+        )  # fmt: skip
+        out.marker(Gap(self.name, self.symbol, from_ms, max(from_ms, to_ms)))
+
+    def done(self) -> None:
+        """Where the fill ended becomes the connection's last id (the seam, when it got there:
+        live trades up to it are duplicates; short of it, live trades after the last one
+        published are kept and the id logic backfills the rest as a gap); count; log."""
+        conn = self.conn
+        if self.claimed is not None and self.next_id is not None:
+            conn.last_id[self.symbol] = self.next_id - 1
+            conn.last_ts[self.symbol] = self.last.ts_ms if self.last else self.claimed
+        if self.last is not None:
+            conn.newest_ts = max(conn.newest_ts or 0, self.last.ts_ms)
+        conn.stats.filled += self.count
+        conn.stats.trades += self.count
+        metrics.CONNECTOR_BACKFILLED.labels(self.name).inc(self.count)
+        requests = self.history.requests if self.history else 0
+        if self.claimed is None:
+            log.warning(
+                "%s: no start-up fill of %s (%s): its first window is partial",
+                self.name, self.symbol, self.why or "no plan",
+            )  # fmt: skip
+            return
+        plan = self.plan
+        assert plan is not None
+        log.info(
+            "%s: start-up fill of %s: %d trades from %s (start of the current %s window)%s, "
+            "%d requests%s",
+            self.name, self.symbol, self.count, _utc(self.claimed), plan.interval,
+            f", ids {self.first.id}..{self.last.id}" if self.first and self.last else "",
+            requests, f", {self.holes} gap(s)" if self.holes else "",
+        )  # fmt: skip
 
 
 class LiveConnector:
@@ -558,6 +821,14 @@ class LiveConnector:
             else None
         )
         self._last_trade: list[float | None] = [None]  # wall time of the last trade published
+        #: Set once live trades may be published: at once, or when the start-up fill is done.
+        self.live = threading.Event()
+        self.fills = bool(
+            self.options.fill and self.options.fill_intervals and recorder is None
+            and producer is not None and spec.history is not None and self.rest is not None
+        )  # fmt: skip
+        if not self.fills:
+            self.live.set()
         size = parser.max_symbols_per_connection
         self.connections = [
             _Connection(self, i, symbols[start : start + size])
@@ -590,6 +861,8 @@ class LiveConnector:
                 "rejected",
                 "implausible",
                 "crashes",
+                "filled",
+                "rest_rejected",
             ):
                 setattr(total, name, getattr(total, name) + getattr(conn.stats, name))
             for cause, n in conn.stats.reconnects.items():
@@ -612,7 +885,20 @@ class LiveConnector:
             conn.thread.start()
         deadline = None if exit_after_s is None else time.monotonic() + exit_after_s
         next_beat: int | None = None
+        if self.options.fill and not self.fills and self.recorder is None:
+            log.info(
+                "%s: no start-up fill (%s): the first window of every symbol is partial",
+                self.name,
+                "no REST trade history for this venue" if self.spec.history is None
+                else "no REST URL" if self.rest is None else "no intervals",
+            )  # fmt: skip
         try:
+            if self.fills:
+                try:
+                    if self._wait_for_subscriptions(deadline):
+                        self._startup_fill()
+                finally:
+                    self.live.set()
             while not self.stop.wait(0.1):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -633,6 +919,48 @@ class LiveConnector:
         if self.failure is not None:
             raise CandlewaxError(f"{self.name} connector stopped: {self.failure}")
         return self.stats()
+
+    # ------------------------------------------------------------------ the start-up fill
+
+    def _wait_for_subscriptions(self, deadline: float | None) -> bool:
+        """Wait until every connection has subscribed (so the fill's seam is after the start of
+        every live stream); False if stopped first."""
+        while not all(conn.subscribed.is_set() for conn in self.connections):
+            if self.stop.wait(0.05):
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._supervise()
+        return True
+
+    def _startup_fill(self) -> None:
+        """Plan every symbol, publish the Since markers, then every window's trades merged in
+        time order; the seams become the connections' last ids (module docstring)."""
+        opts = self.options
+        starts = fill_starts(opts.fill_intervals, opts.clock_ms())
+        history_type = self.spec.history
+        assert history_type is not None
+        pace = history_type.fill_pace_s if opts.fill_pace_s is None else opts.fill_pace_s
+        pacer = Pacer(pace, self.stop)  # one for all symbols: the venue's limits are per IP
+        fills: dict[str, _SymbolFill] = {}
+        for conn in self.connections:
+            for symbol in conn.spelled:
+                if symbol in fills or self.stop.is_set():
+                    continue
+                fill = fills[symbol] = _SymbolFill(conn, symbol, conn.history(symbol, pacer))
+                fill.plan_with(starts, opts.fill_max_requests)
+        out = _FillOut(self.publisher())
+        for fill in fills.values():
+            if fill.claimed is not None:
+                out.marker(Since(self.name, fill.symbol, fill.claimed))
+        streams = [fill.stream(out, opts.fill_max_requests) for fill in fills.values()]
+        for trade in heapq.merge(*streams, key=lambda t: t.ts_ms):
+            out.trade(trade)
+        out.flush()
+        for fill in fills.values():
+            fill.done()
+        if any(f.count for f in fills.values()):
+            self._last_trade[0] = time.time()
 
     def _supervise(self) -> None:
         """Restart a connection thread that ended although nobody asked it to."""

@@ -132,6 +132,15 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from connectors.producer import TradeProducer
 
     spec, settings, symbols, options = _live_start(args, rest=True)
+    options.fill = not args.no_fill
+    options.fill_intervals = tuple(settings.intervals)
+    if args.fill_max_requests is not None:
+        if args.fill_max_requests < 1:
+            raise ConfigError(
+                f"--fill-max-requests {args.fill_max_requests}: the start-up fill needs at "
+                "least 1 request per symbol (or pass --no-fill)"
+            )
+        options.fill_max_requests = args.fill_max_requests
     settings = require_broker(settings)
     ensure_topics(settings)
     serve_metrics(settings, _metrics_requested(args))
@@ -143,8 +152,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
     stats = connector.run(exit_after_s=args.exit_after)
     print(
         f"{spec.name}: {stats.trades} trades published ({stats.backfilled} backfilled, "
+        f"{stats.filled} filled at start-up, "
         f"{stats.duplicates} duplicates dropped, {stats.unrecovered} gaps unrecovered, "
-        f"{stats.rejected} frames rejected, {stats.implausible} implausible ids, "
+        f"{stats.rejected} frames rejected, {stats.rest_rejected} REST rows rejected, "
+        f"{stats.implausible} implausible ids, "
         f"{stats.crashes} connection crashes), reconnects {dict(sorted(stats.reconnects.items()))}"
     )
     return 0

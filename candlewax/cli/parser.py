@@ -117,7 +117,15 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _kafka(p)
     _metrics(p)
     _live(p)
-    p.add_argument("--rest-url", help="REST base URL for backfill")
+    p.add_argument("--rest-url", help="REST base URL for backfill and the start-up fill")
+    p.add_argument(
+        "--no-fill", action="store_true",
+        help="no start-up fill: do not fetch the current window's trades over REST at start",
+    )  # fmt: skip
+    p.add_argument(
+        "--fill-max-requests", type=int, default=None,
+        help="REST requests per symbol the start-up fill may send (default 120)",
+    )  # fmt: skip
 
     p = command("record", "live venue websocket → raw frames in hourly gzip files (no Kafka)")
     p.add_argument("--config", type=Path, default=None, help="TOML settings file (symbols)")

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from candlewax.codec import DeadLetter, Trade, decode_message
+from candlewax.codec import DeadLetter, Gap, Trade, decode_message
 from candlewax.settings import Settings
 from connectors.live import LiveConnector, LiveOptions
 from connectors.producer import TradeProducer
@@ -153,7 +153,7 @@ def test_connector_delivers_every_trade_once_in_order_through_failures(settings:
 def test_banned_rest_is_counted_as_unrecovered_and_live_data_keeps_flowing(
     settings: Settings,
 ) -> None:
-    frames, _ = recorded()
+    frames, data = recorded()
     rest = RestServer([])
     rest.banned = True
 
@@ -182,6 +182,14 @@ def test_banned_rest_is_counted_as_unrecovered_and_live_data_keeps_flowing(
     assert (stats.trades, stats.unrecovered, stats.backfilled) == (90, 1, 0)
     assert connector.rest is None  # 418: no more backfill requests from this process
     assert len(rest.requests) == 1
+    # Trades 50..59 are lost: a Gap marker from the trade before them to the one after.
+    markers = [
+        r
+        for *_, v in read_topic(settings.bootstrap_servers, settings.topic("trades"))
+        for r in decode_message(v)[0]
+        if isinstance(r, Gap)
+    ]
+    assert markers == [Gap("binance", "BTCUSDT", data[49]["T"], data[60]["T"] + 1)]
 
 
 def _frame_with(frame: str, **changes: object) -> str:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from candlewax.codec import DeadLetter, Trade, decode_message
+from candlewax.codec import DeadLetter, Gap, Trade, decode_message
 from candlewax.errors import ConfigError
 from candlewax.settings import Settings
 from connectors.live import LiveConnector, LiveOptions
@@ -21,7 +21,7 @@ from connectors.producer import TradeProducer
 from connectors.venues import BYBIT, COINBASE, FINNHUB, OKX
 from tests.conftest import FIXTURES
 from tests.kafka_read import read_topic
-from tests.servers import RestServer, WsServer, drop, hold, send_all
+from tests.servers import CoinbaseRest, WsServer, drop, hold, send_all
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +53,6 @@ def run_until(connector: LiveConnector, done: Any, timeout_s: float = 40) -> Non
 def kafka_trades(settings: Settings) -> list[Trade]:
     values = [v for *_, v in read_topic(settings.bootstrap_servers, settings.topic("trades"))]
     return [r for v in values for r in decode_message(v)[0] if isinstance(r, Trade)]
-
-
-class CoinbaseRest(RestServer):
-    """``GET /products/{id}/trades?after=N``: newest first, ids below N (Coinbase's cursor)."""
-
-    def _answer(self, path: str, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-        if not path.endswith("/trades"):
-            return 404, b"{}", {}
-        after = int(query["after"]) if "after" in query else 1 << 62
-        limit = int(query.get("limit", "100"))
-        rows = [
-            r for r in self.rows if r["trade_id"] < after and r["trade_id"] <= self.available_until
-        ]
-        rows.sort(key=lambda r: -r["trade_id"])
-        return 200, orjson.dumps(rows[:limit]), {}
 
 
 def test_coinbase_gaps_are_backfilled_with_the_after_cursor(settings: Settings) -> None:
@@ -157,6 +142,19 @@ def test_finnhub_token_stays_out_of_logs_and_reconnects_leave_gap_records(
         t.ts_ms for t in trades[: sum(1 for t in trades if t.ts_ms <= window["from_ts_ms"])]
     )
     assert connector.stats().unrecovered == 1
+    # The flow hears of it too: a Gap marker in `trades`, keyed like the symbol's trades.
+    markers = [
+        (k, r)
+        for _, _, k, v in read_topic(settings.bootstrap_servers, settings.topic("trades"))
+        for r in decode_message(v)[0]
+        if isinstance(r, Gap)
+    ]
+    assert markers == [
+        (
+            b"finnhub:BINANCE:BTCUSDT",
+            Gap("finnhub", "BINANCE:BTCUSDT", window["from_ts_ms"], window["to_ts_ms"]),
+        )
+    ]
 
 
 def test_finnhub_without_token_is_a_clear_error() -> None:
