@@ -311,6 +311,63 @@ def _venue(cls_path: str) -> Callable[[list[bytes]], Iterator[str | None]]:
     return run
 
 
+def _rest_pages(rows: list[dict[str, Any]], size: int = 5) -> tuple[bytes, ...]:
+    return tuple(json.dumps(rows[i : i + size]).encode() for i in range(0, len(rows), size))
+
+
+@cache
+def _rest_seeds(venue: str) -> tuple[bytes, ...]:
+    """Trade-list bodies as each venue's REST answers them, made of recorded trades."""
+    if venue == "binance":
+        events = [json.loads(line.partition(b" ")[2])["data"]
+                  for line in _hft_lines("spot_btcusdt_20240808.gz", 1500)
+                  if b"@trade" in line[:80]]  # fmt: skip
+        return _rest_pages([
+            {"id": e["t"], "price": e["p"], "qty": e["q"], "quoteQty": "0", "time": e["T"],
+             "isBuyerMaker": e["m"], "isBestMatch": True} for e in events
+        ])  # fmt: skip
+    if venue == "binance-usdm":
+        aggs = [json.loads(raw)["data"] for raw in _cryptofeed("BINANCE_FUTURES.ws.1.0")
+                if b"@aggTrade" in raw[:60]]  # fmt: skip
+        return _rest_pages([{k: a[k] for k in ("a", "p", "q", "f", "l", "T", "m")} for a in aggs])
+    matches = [json.loads(raw) for raw in _cryptofeed("COINBASE.ws.28.0")
+               if b'"type":"match"' in raw]  # fmt: skip
+    return _rest_pages(
+        [{k: m[k] for k in ("time", "trade_id", "price", "size", "side")} for m in matches]
+    )
+
+
+def _rest(cls_path: str, symbol: str) -> Callable[[list[bytes]], Iterator[str | None]]:
+    """A REST trade-list body through the start-up fill's reading of it: the rows (or a
+    ParseError for the whole body), then each row through the venue's parser; the outcome is
+    the first refused row's reason."""
+    module, _, name = cls_path.rpartition(".")
+
+    def run(items: list[bytes]) -> Iterator[str | None]:
+        import importlib
+
+        import httpx
+
+        from connectors.venues import RestRejection
+
+        refused: list[RestRejection] = []
+        with httpx.Client() as client:  # never sends: the rows are given
+            history = getattr(importlib.import_module(module), name)(
+                client, symbol, reject=refused.append
+            )
+            for raw in items:
+                refused.clear()
+                try:
+                    page = history.page("/fuzz", history.read_rows(raw), 0, None)
+                    assert all(isinstance(t, Trade) for t in page.trades)
+                except ParseError as exc:
+                    yield exc.reason
+                else:
+                    yield refused[0].reason if refused else None
+
+    return run
+
+
 def _trades_batch(items: list[bytes]) -> Iterator[str | None]:
     """Decode the chunk as one batch; the exact decoder message by message must agree."""
     batch = decode_batch(items, list(range(len(items))))  # type: ignore[arg-type]
@@ -479,6 +536,24 @@ def targets() -> list[Target]:
             "finnhub",
             lambda: tuple(FINNHUB.read_bytes().splitlines()),
             _venue("connectors.finnhub.Finnhub"),
+        ),
+        Target(
+            "binance-rest",
+            lambda: _rest_seeds("binance"),
+            _rest("connectors.venues.BinanceHistory", "BTCUSDT"),
+            chunk=100,
+        ),
+        Target(
+            "binance-usdm-rest",
+            lambda: _rest_seeds("binance-usdm"),
+            _rest("connectors.venues.BinanceUsdmHistory", "SUSHIUSDT"),
+            chunk=100,
+        ),
+        Target(
+            "coinbase-rest",
+            lambda: _rest_seeds("coinbase"),
+            _rest("connectors.venues.CoinbaseHistory", "BTC-USD"),
+            chunk=100,
         ),
         Target(
             "replay-hftbacktest",
