@@ -57,6 +57,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput $(ARGS)
+	$(BIN)/python -m bench.activity
 
 # docs/performance.md, Scaling across processes: a few minutes (2M trades; ARGS="--repeat 3").
 bench-scaling: $(STAMP)

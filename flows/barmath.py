@@ -819,22 +819,28 @@ class BarState:
             return bars.with_columns(
                 end_ms=pl.lit(0, pl.Int64), complete=pl.lit(True), gaps=pl.lit(0, pl.Int64)
             )
-        bars = bars.with_columns(self._ends(name, bars))
+        if "end_ms" not in bars.columns:  # bars by activity bring their own
+            bars = bars.with_columns(self._ends(name, bars))
         flagged = bars.join(self.cover, on=["venue", "symbol"], how="left", maintain_order="left")
         if self.gaps.height:
             end = pl.col("end_ms")
             hits = (
-                bars.select(*KEYS, "end_ms")
+                bars.select("venue", "symbol", "start_ms", "end_ms")
+                .with_row_index("_row")
                 .join(self.gaps, on=["venue", "symbol"])
                 .filter(
                     (pl.col("from_ms") < end)
                     & (pl.col("to_ms") > pl.col("start_ms"))
                     & (end + self.lateness_ms > pl.col("seen_ms"))  # still open at the marker
                 )
-                .group_by(KEYS)
+                .group_by("_row")
                 .agg(gaps=pl.len().cast(pl.Int64))
             )
-            flagged = flagged.join(hits, on=KEYS, how="left", maintain_order="left")
+            flagged = (
+                flagged.with_row_index("_row")
+                .join(hits, on="_row", how="left", maintain_order="left")
+                .drop("_row")
+            )
         else:
             flagged = flagged.with_columns(gaps=pl.lit(None, pl.Int64))
         return flagged.with_columns(gaps=pl.col("gaps").fill_null(0)).select(
@@ -843,6 +849,11 @@ class BarState:
             & (pl.col("gaps") == 0),
             gaps="gaps",
         )
+
+    def flag_spans(self, bars: pl.DataFrame) -> pl.DataFrame:
+        """Bars with their own ``end_ms`` (by activity) flagged like time bars: complete when
+        their trades' span starts at or after the coverage and no gap marker overlaps it."""
+        return self._flag("", bars)
 
     def incomplete_windows(self, rows: pl.DataFrame, length: int) -> pl.Series:
         """Per trade row: is its window of ``length`` (starting at ``ts - ts % length``) known to

@@ -48,6 +48,7 @@ from candlewax.kafka import consumer_config
 from candlewax.logs import SECRETS, setup_logging
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
+from flows.activity import ActivityBars
 from flows.barmath import BarState, EmptyIntervals, StepResult, TimeRules
 from flows.routing import state_key
 from flows.volatility import VolatilityState
@@ -222,6 +223,8 @@ class BarWindowFile:
     interval: str
     start_ms: int
     bars: pl.DataFrame
+    #: Bars by activity: the first bar's number (several files may share a start_ms).
+    seq: int | None = None
 
 
 @dataclass
@@ -247,6 +250,8 @@ class PartitionState:
     archive: pl.DataFrame | None = None
     #: Last offset consumed: names the archive's last, partial block deterministically.
     last_offset: int = -1
+    #: Bars by activity (flows/activity.py), when any symbol has kinds configured.
+    activity: ActivityBars | None = None
 
 
 class BarStep:
@@ -272,6 +277,8 @@ class BarStep:
             empty.default, tuple(sorted(empty.venues.items())), tuple(sorted(empty.symbols.items()))
         )
         self.calendar = settings.calendar
+        self.activity = settings.activity_bars()
+        self._reconfigured: set[int] = set()  # partitions whose activity state took the settings
         self.archive = settings.archive_trades
         self.trades_topic = settings.topic(TRADES)
         self.bars_topic = settings.topic(BARS)
@@ -289,6 +296,14 @@ class BarStep:
             )
             bars.covered_from_ms = self.covered_from_ms
             state = PartitionState(bars, VolatilityState(self.rules))
+        if self.activity.configured or state.activity is not None:
+            if state.activity is None:
+                state.activity = ActivityBars(self.activity.symbols, self.activity.default)
+            elif batch.partition not in self._reconfigured:  # restored: today's settings rule
+                state.activity = state.activity.reconfigured(
+                    self.activity.symbols, self.activity.default
+                )
+            self._reconfigured.add(batch.partition)
         if batch.offsets:
             state.last_offset = batch.offsets[-1]
         out = StepOutput()
@@ -305,8 +320,12 @@ class BarStep:
         if batch.final:
             results.append(state.bars.flush())
         closed: dict[str, pl.DataFrame] = {}
+        activity: dict[str, list[pl.DataFrame]] = {}
         alerts = []
         for result in results:
+            if state.activity is not None and state.activity.configured:
+                for kind, frame in state.activity.step(result.on_time).items():
+                    activity.setdefault(kind, []).append(state.bars.flag_spans(frame))
             self._account(out, batch, state, result)
             for interval, frame in result.closed.items():
                 closed[interval] = (
@@ -315,6 +334,7 @@ class BarStep:
             alerts += state.vol.on_trades(result.on_time, state.bars)
             alerts += state.vol.on_closed(result.closed)
         self._emit_bars(out, batch.partition, closed)
+        self._emit_activity(out, batch.partition, activity)
         state.vol.expire(None if batch.final else state.bars.watermark_ms)
         now_ms = time.time() * 1000
         for alert in alerts:
@@ -409,6 +429,23 @@ class BarStep:
                 )
                 out.files.append(BarWindowFile(partition, interval, int(start_ms), window))
 
+    def _emit_activity(
+        self, out: StepOutput, partition: int, closed: dict[str, list[pl.DataFrame]]
+    ) -> None:
+        """Bars by activity: to ``bars`` like time bars (key venue:SYMBOL, timestamp
+        end_ms - 1), and one Parquet file per kind and step, named by its first bar's ``seq``."""
+        for kind, frames in closed.items():
+            kernel_bars = pl.concat(frames)
+            frame = bar_columns(kernel_bars, kind)
+            metrics.BARS_EMITTED.labels(kind).inc(frame.height)
+            values = bar_values(frame)
+            keys = frame.select(pl.concat_str("venue", pl.lit(":"), "symbol"))[:, 0].to_list()
+            for key, value, end_ms in zip(keys, values, frame["end_ms"].to_list(), strict=True):
+                out.records.append(KafkaRecord(self.bars_topic, key.encode(), value, end_ms - 1))
+            first = int(kernel_bars["seq"].min())  # type: ignore[arg-type]
+            start = int(frame["start_ms"].min())  # type: ignore[arg-type]
+            out.files.append(BarWindowFile(partition, kind, start, frame, seq=first))
+
     def _market_gauges(self, frame: pl.DataFrame, interval: str) -> None:
         if not self.market.limit:
             return
@@ -487,8 +524,9 @@ class _ParquetPartition(StatelessSinkPartition[BarWindowFile | TradeBlockFile]):
             try:
                 if isinstance(item, BarWindowFile):
                     write_bar_window(
-                        self.data_dir, item.interval, item.partition, item.start_ms, item.bars
-                    )
+                        self.data_dir, item.interval, item.partition, item.start_ms, item.bars,
+                        item.seq,
+                    )  # fmt: skip
                 else:
                     write_trade_block(
                         self.data_dir, item.partition, item.block_start, item.last_offset, item.rows

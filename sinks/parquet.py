@@ -181,13 +181,14 @@ def bars_frame(bars: pl.DataFrame | Sequence[dict[str, object]]) -> pl.DataFrame
     )
 
 
-def bar_path(data_dir: DataPath, interval: str, partition: int, start_ms: int) -> Any:
+def bar_path(
+    data_dir: DataPath, interval: str, partition: int, start_ms: int, seq: int | None = None
+) -> Any:
+    """Time bars: one file per (partition, window start). Bars by activity (``seq``, the first
+    bar's number: several files may share a start): one per (partition, kind, step)."""
+    name = f"part-{partition:03d}-{start_ms}" + ("" if seq is None else f"-{seq:012d}")
     return safe_path(
-        data_dir,
-        "bars",
-        f"interval={interval}",
-        f"date={utc_date(start_ms)}",
-        f"part-{partition:03d}-{start_ms}.parquet",
+        data_dir, "bars", f"interval={interval}", f"date={utc_date(start_ms)}", f"{name}.parquet"
     )
 
 
@@ -197,10 +198,12 @@ def write_bar_window(
     partition: int,
     start_ms: int,
     bars: pl.DataFrame | Sequence[dict[str, object]],
+    seq: int | None = None,
 ) -> Any:
-    """All bars of one window of one trades partition → one file, rows sorted by venue, symbol."""
-    path = bar_path(data_dir, interval, partition, start_ms)
-    frame = bars_frame(bars).sort("venue", "symbol")
+    """All bars of one window of one trades partition → one file, rows sorted by venue, symbol
+    (and by time: bars by activity)."""
+    path = bar_path(data_dir, interval, partition, start_ms, seq)
+    frame = bars_frame(bars).sort("venue", "symbol", "start_ms", maintain_order=True)
     write_atomic(frame, path)
     metrics.PARQUET_FILES.labels("bars").inc()
     metrics.PARQUET_ROWS.labels("bars").inc(frame.height)

@@ -90,8 +90,8 @@ def chart(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]], title: str) -> s
             f"{'' if whole[i] else ' (incomplete: partial or over a gap)'}</title></rect>"
         )
     index = {s: i for i, s in enumerate(starts)}
-    width = INTERVALS[str(bars["interval"][0])]
-    for a in alerts:
+    width = INTERVALS.get(str(bars["interval"][0]))
+    for a in alerts if width else ():  # alerts are of time bars
         at = index.get(a["ts_ms"] - a["ts_ms"] % width)
         if at is None:
             continue  # outside the candles shown
@@ -227,7 +227,9 @@ def write_report(out: Any, summary: dict[str, Any], alerts: Sequence[dict[str, A
     if bars.height:
         for (venue, symbol), per_symbol in bars.group_by(["venue", "symbol"], maintain_order=True):
             parts.append(f"<h3>{_e(venue)}:{_e(symbol)}</h3>")
-            for interval in INTERVALS:
+            # Time intervals first, then the bars by activity (tick:…, volume:…, value:…).
+            kinds = sorted(set(per_symbol["interval"].to_list()) - set(INTERVALS))
+            for interval in [*INTERVALS, *kinds]:
                 frame = per_symbol.filter(pl.col("interval") == interval)
                 if not frame.height:
                     continue

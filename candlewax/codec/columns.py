@@ -425,7 +425,7 @@ def bar_columns(kernel: pl.DataFrame, interval: str) -> pl.DataFrame:
     """Closed kernel bars (scaled integers and the flags ``complete``, ``gaps``, see
     ``flows/barmath.py``) → the wire format of :data:`~candlewax.codec.records.BAR_FIELDS` as
     exact strings."""
-    length = rules.INTERVALS[interval]
+    length = rules.INTERVALS.get(interval, 0)  # 0: a bar by activity, which has its end_ms
     amounts = {
         **{name: (name, DECIMALS) for name in ("open", "high", "low", "close")},
         **{name: (name, DECIMALS) for name in BAR_VOLUMES},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -375,6 +376,11 @@ BAR_QUOTES = ("quote_volume", "buy_quote_volume")
 QUOTE_DECIMALS = 2 * rules.DECIMALS
 _BAR_MEMBERS = frozenset(BAR_FIELDS)
 _MAX_BAR_TRADES = 10**12
+#: The ``interval`` of a bar by activity (flows/activity.py): its kind in canonical spelling.
+_ACTIVITY_KIND = re.compile(
+    r"tick:[1-9][0-9]{0,7}"
+    r"|(?:volume|value):(?:0\.[0-9]{0,7}[1-9]|[1-9][0-9]{0,13}(?:\.[0-9]{0,7}[1-9])?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,15 +432,19 @@ class Bar(_Keyed):
     @classmethod
     def from_dict(cls, obj: Any) -> Bar:
         obj = _checked(obj, _BAR_MEMBERS, BAR_FIELDS)
-        interval = rules.choice(obj["interval"], "interval", tuple(INTERVALS))
-        length = INTERVALS[interval]
+        interval = obj["interval"]
+        if not (isinstance(interval, str) and _ACTIVITY_KIND.fullmatch(interval)):
+            interval = rules.choice(obj["interval"], "interval", tuple(INTERVALS))
         start = rules.timestamp(obj["start_ms"], "start_ms")
         end = rules.timestamp(obj["end_ms"], "end_ms")
         assert start is not None and end is not None
-        if interval in CALENDAR_INTERVALS:  # a day, a session's hours: minutes, at most 26 h
+        if interval not in INTERVALS:  # a bar by activity: its trades' time span
+            if not start < end:
+                raise ParseError("bad_timestamp", f"{start}..{end} is no time span")
+        elif interval in CALENDAR_INTERVALS:  # a day, a session's hours: minutes, at most 26 h
             if start % 60_000 or end % 60_000 or not start < end <= start + MAX_WINDOW_MS:
                 raise ParseError("bad_timestamp", f"{start}..{end} is not a {interval} window")
-        elif start % length or end != start + length:
+        elif start % INTERVALS[interval] or end != start + INTERVALS[interval]:
             raise ParseError("bad_timestamp", f"{start}..{end} is not a {interval} window")
         values: dict[str, Any] = {name: rules.decimal(obj[name], name) for name in BAR_PRICES}
         for name in BAR_VOLUMES:

@@ -62,6 +62,7 @@ from candlewax.storage import DataPath, data_path
 
 if TYPE_CHECKING:
     from candlewax.kafka import Connection
+    from flows.activity import ActivityBars
 
 __all__ = [
     "ENV_PREFIX",
@@ -182,6 +183,9 @@ class Settings(BaseSettings):
     #: (``"finnhub:AAPL"``, which win) follow them (docs/architecture.md, "Sessions").
     sessions: dict[str, SessionSettings] = Field(default_factory=dict)
     session_of: dict[str, str] = Field(default_factory=dict)
+    #: Bars by activity (flows/activity.py): ``"venue:SYMBOL"`` (or ``"*"``, every other symbol)
+    #: → kinds such as ``["tick:1000", "volume:10", "value:1000000"]``.
+    bar_kinds: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     #: How far behind the newest event time of its partition a trade may arrive and still count.
     lateness_ms: NonNegativeInt = 2_000
     #: Event-time plausibility (docs/reliability.md): a record's ts_ms may run at most this far
@@ -254,7 +258,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _calendar_checked(self) -> Settings:
         self._calendar = self.build_calendar()
+        self.activity_bars()
         return self
+
+    def activity_bars(self) -> ActivityBars:
+        """A fresh activity-bar state of these settings (a ValueError names a bad kind)."""
+        from flows.activity import ActivityBars, parse_kind
+
+        listed = {k: [parse_kind(x) for x in v] for k, v in self.bar_kinds.items() if k != "*"}
+        default = [parse_kind(x) for x in self.bar_kinds.get("*", ())]
+        return ActivityBars(listed, default)
 
     def build_calendar(self) -> Calendar:
         """Day time zone and trading sessions, checked (a ValueError names what is wrong)."""

@@ -6,6 +6,7 @@ Runs the same Bytewax flow `candlewax flow` runs (in-process via run_main), on e
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from bytewax.testing import run_main
 from prometheus_client import REGISTRY
 
-from candlewax.codec import INTERVALS, DeadLetter, Trade, decode_message
+from candlewax.codec import INTERVALS, Bar, DeadLetter, Trade, decode_message
 from candlewax.settings import Settings
 from candlewax.topics import ensure_topics
 from connectors.producer import TradeProducer
@@ -25,7 +26,8 @@ from connectors.replay import iter_file
 from flows.bars import build_flow
 from tests.conftest import BTCUSDT_GZ
 from tests.kafka_read import read_topic
-from tests.reference import as_decimals, reference_bars
+from tests.reference import DECIMAL_FIELDS, as_decimals, reference_bars
+from tests.reference_activity import reference_activity_bars
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +235,50 @@ def test_flow_publishes_alerts_with_deterministic_ids(settings: Settings) -> Non
         for *_, v in read_topic(settings.bootstrap_servers, again.topic("alerts"))
     }
     assert ids == {a.id for _, a in alerts}
+
+
+KINDS = ("tick:500", "volume:7.5", "value:250000")
+
+
+def test_bars_by_activity_go_to_kafka_and_parquet_equal_to_the_reference(
+    settings: Settings,
+) -> None:
+    """tick, volume and value bars of the capture through the real flow: on `bars` and in
+    Parquet, field for field a plain-Decimal computation of the grid rule; flagged like time
+    bars (the capture's first trade starts the symbol's coverage: every span is complete)."""
+    settings = settings.replace(bar_kinds={"binance:BTCUSDT": KINDS})
+    publish_capture(settings, per_message=20, with_garbage=False)
+    run_main(build_flow(settings))
+    on_time = btcusdt()  # the late copy at the end is no trade of any bar
+    want, forming = reference_activity_bars(on_time, {"binance:BTCUSDT": KINDS})
+    got: dict[str, list[dict]] = {}
+    for _, _, key, value in read_topic(settings.bootstrap_servers, settings.topic("bars")):
+        bar = orjson.loads(value)
+        if bar["interval"] in KINDS:
+            assert key == b"binance:BTCUSDT"
+            got.setdefault(bar["interval"], []).append(bar)
+    assert set(got) == set(KINDS)
+    for kind in KINDS:
+        expected = [
+            {"start_ms": b["start_ms"], "end_ms": b["end_ms"], "open": b["open"],
+             "high": b["high"], "low": b["low"], "close": b["close"], "volume": b["volume"],
+             "quote_volume": b["quote"], "trades": b["trades"], "buy_volume": b["buy_volume"],
+             "buy_quote_volume": b["buy_quote"], "first_id": b["open_id"],
+             "last_id": b["close_id"]}
+            for b in want[kind]
+        ]  # fmt: skip
+        ours = [
+            {k: (Decimal(v) if k in DECIMAL_FIELDS else v) for k, v in b.items()
+             if k in expected[0]}
+            for b in sorted(got[kind], key=lambda b: (b["start_ms"], b["first_id"]))
+        ]  # fmt: skip
+        assert ours == sorted(expected, key=lambda b: (b["start_ms"], b["first_id"])), kind
+        assert all(Bar.decode(orjson.dumps(b)).interval == kind for b in got[kind])
+        assert all(b["complete"] and b["gaps"] == 0 for b in got[kind])
+        assert forming.get(kind)  # an unfinished bar at the end is not published
+        # Parquet: the same bars, however many files share a start.
+        frame = pl.read_parquet(
+            settings.data_dir / "bars" / f"interval={kind}" / "**" / "*.parquet"
+        )
+        assert frame.height == len(expected)
+        assert sorted(frame["first_id"].to_list()) == sorted(b["first_id"] for b in expected)

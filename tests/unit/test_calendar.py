@@ -152,3 +152,7 @@ def test_calendar_settings_are_checked() -> None:
         Settings(sessions={"us": {"timezone": "+05:00", "regular": "09:30-16:00"}})
     with pytest.raises(ValueError, match="intraday"):
         Settings(alerts={"range": {"1d": 0.1}})
+    with pytest.raises(ValueError, match="bar kind"):
+        Settings(bar_kinds={"binance:BTCUSDT": ["volume:-1"]})
+    with pytest.raises(ValueError, match="venue:SYMBOL"):
+        Settings(bar_kinds={"BTCUSDT": ["tick:10"]})

@@ -124,6 +124,7 @@ EVERY_FIELD = {
         }
     },
     "session_of": {"finnhub": "us", "finnhub:SPY": "us"},
+    "bar_kinds": {"binance:BTCUSDT": ["tick:1000", "value:1000000"], "*": ["volume:10"]},
     "telegram_api_url": "http://127.0.0.1:1/a=b,c",
     "wecom_api_url": "http://127.0.0.1:2",
     "symbols": ["BTCUSDT", "ETHUSDT"],
