@@ -93,6 +93,12 @@ FLOW_DUPLICATES = Counter(
     "Trades the flow had already counted (same venue, symbol, id in an open window), dropped.",
     ["venue"],
 )
+FLOW_REFILLED = Counter(
+    "candlewax_flow_refilled_trades_total",
+    "Late trades a restarted connector's start-up fill re-published (after its Since marker, "
+    "in windows already closed): counted, not dead-lettered.",
+    ["venue"],
+)
 OUT_OF_SESSION = Counter(
     "candlewax_out_of_session_trades_total",
     "Trades outside their symbol's trading session: no bar (kept in the trade archive).",
@@ -160,6 +166,11 @@ CONNECTOR_GAPS = Counter(
 )
 CONNECTOR_BACKFILLED = Counter(
     "candlewax_connector_backfilled_trades_total", "Trades recovered over REST.", ["venue"]
+)
+CONNECTOR_FILLED = Counter(
+    "candlewax_connector_filled_trades_total",
+    "Trades published by the start-up fill of the current window (connectors.md).",
+    ["venue"],
 )
 CONNECTOR_DUPLICATES = Counter(
     "candlewax_connector_duplicate_trades_total",

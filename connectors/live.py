@@ -76,6 +76,7 @@ import websocket
 
 from candlewax import metrics
 from candlewax.backoff import Backoff
+from candlewax.calendar import Calendar
 from candlewax.codec import INTERVALS, DeadLetter, Gap, Since, Trade, normalize_symbol
 from candlewax.errors import CandlewaxError, ParseError
 from candlewax.logs import SECRETS
@@ -136,6 +137,8 @@ class LiveOptions:
     fill: bool = False
     #: Intervals whose current windows it tries to complete (connect: ``settings.intervals``).
     fill_intervals: tuple[str, ...] = tuple(INTERVALS)
+    #: The calendar of the flow's ``1d`` windows (its day time zone), for the fill's window.
+    fill_calendar: Calendar | None = None
     #: REST requests per symbol, probes included (Binance spot: 120 × weight 25 = half of the
     #: 6,000 per minute, at most 120,000 trades).
     fill_max_requests: int = 120
@@ -768,7 +771,7 @@ class _SymbolFill:
             conn.newest_ts = max(conn.newest_ts or 0, self.last.ts_ms)
         conn.stats.filled += self.count
         conn.stats.trades += self.count
-        metrics.CONNECTOR_BACKFILLED.labels(self.name).inc(self.count)
+        metrics.CONNECTOR_FILLED.labels(self.name).inc(self.count)
         requests = self.history.requests if self.history else 0
         if self.claimed is None:
             log.warning(
@@ -937,7 +940,7 @@ class LiveConnector:
         """Plan every symbol, publish the Since markers, then every window's trades merged in
         time order; the seams become the connections' last ids (module docstring)."""
         opts = self.options
-        starts = fill_starts(opts.fill_intervals, opts.clock_ms())
+        starts = fill_starts(opts.fill_intervals, opts.clock_ms(), opts.fill_calendar)
         history_type = self.spec.history
         assert history_type is not None
         pace = history_type.fill_pace_s if opts.fill_pace_s is None else opts.fill_pace_s

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, NamedTuple
 import httpx
 import orjson
 
+from candlewax.calendar import Calendar
 from candlewax.codec import Trade
 from candlewax.codec import rules as codec_rules
 from candlewax.codec.strictjson import loads
@@ -448,9 +449,12 @@ class CoinbaseHistory(History):
 # --------------------------------------------------------------------------- the start-up fill
 
 
-def fill_starts(intervals: Sequence[str], now_ms: int) -> list[tuple[str, int]]:
+def fill_starts(
+    intervals: Sequence[str], now_ms: int, calendar: Calendar | None = None
+) -> list[tuple[str, int]]:
     """(interval, start of its current window) for ``intervals``, longest first, one per
-    distinct start (1h and 30m often share it: the longer one is kept).
+    distinct start (1h and 30m often share it: the longer one is kept). A ``1d`` window is the
+    ``calendar``'s day (its ``day_timezone``; default UTC).
 
     >>> fill_starts(["1m", "1h", "5m"], 1723161450000)  # 23:57:30 UTC
     [('1h', 1723158000000), ('5m', 1723161300000), ('1m', 1723161420000)]
@@ -458,6 +462,9 @@ def fill_starts(intervals: Sequence[str], now_ms: int) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for name in sorted(set(intervals), key=lambda n: -codec_rules.INTERVALS[n]):
         start = now_ms - now_ms % codec_rules.INTERVALS[name]
+        if name in codec_rules.CALENDAR_INTERVALS:
+            day = (calendar or Calendar()).day_of("", now_ms)
+            start = start if day is None else day[0]
         if all(start != s for _, s in out):
             out.append((name, start))
     return out

@@ -115,6 +115,15 @@ _GAP_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+_REFILL_SCHEMA: dict[str, pl.DataType] = {
+    "venue": pl.String(),
+    "symbol": pl.String(),
+    "from_ms": pl.Int64(),
+    "to_ms": pl.Int64(),
+    "after_off": pl.Int64(),
+}
+
+
 def empty_bars() -> pl.DataFrame:
     return pl.DataFrame(schema=BAR_SCHEMA)
 
@@ -536,6 +545,9 @@ class StepResult:
     duplicates: pl.DataFrame = field(default_factory=lambda: empty_rows())
     #: Trades beyond MAX_MINUTE_TRADES in their symbol's minute (dead letters).
     too_many: pl.DataFrame = field(default_factory=lambda: empty_rows())
+    #: Late trades a restarted connector re-published (after its Since marker, within the
+    #: event time seen before it): counted, not dead-lettered.
+    refilled: pl.DataFrame = field(default_factory=lambda: empty_rows())
     #: Trades outside their symbol's trading session (no bar; archived; counted).
     out_of_session: pl.DataFrame = field(default_factory=lambda: empty_rows())
 
@@ -570,6 +582,9 @@ class BarState:
     #: Coverage start per symbol, and the gap markers still in reach of an open window.
     cover: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_COVER_SCHEMA))
     gaps: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_GAP_SCHEMA))
+    #: Per symbol, the latest Since marker that came after its coverage began (a connector
+    #: restarted and re-published its window): the late trades it covers are refills.
+    refill: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_REFILL_SCHEMA))
 
     def __post_init__(self) -> None:
         # 1m first: rollups are fed by the 1m bars that close in the same step.
@@ -591,6 +606,7 @@ class BarState:
         self.__dict__.setdefault("empty", EmptyIntervals())
         self.__dict__.setdefault("cover", pl.DataFrame(schema=_COVER_SCHEMA))
         self.__dict__.setdefault("covered_from_ms", None)
+        self.__dict__.setdefault("refill", pl.DataFrame(schema=_REFILL_SCHEMA))
         self.__dict__.setdefault("calendar", Calendar())
         self.__dict__.setdefault("gaps", pl.DataFrame(schema=_GAP_SCHEMA))
         for name in self.intervals:
@@ -625,7 +641,7 @@ class BarState:
         prev = self.max_ts_ms if self.max_ts_ms is not None else -(2**62)
         if markers:
             self._note_gaps(rows, markers, prev)
-        duplicates = too_many = outside = empty_rows()
+        duplicates = too_many = outside = refilled = empty_rows()
         if rows.height:
             # Newest event time seen *before* each row, in log order (trades and heartbeats).
             seen_before = rows["ts_ms"].cum_max().shift(1, fill_value=prev).clip(lower_bound=prev)
@@ -634,6 +650,8 @@ class BarState:
             end = pl.col("ts_ms") - pl.col("ts_ms") % _MINUTE + _MINUTE
             is_late = end + self.lateness_ms <= pl.col("seen_before")
             late = trades.filter(is_late).drop("seen_before")
+            if late.height and self.refill.height:
+                late, refilled = self._refills(late)
             on_time, duplicates = self.seen.drop_counted(
                 trades.filter(~is_late).drop("seen_before")
             )
@@ -660,7 +678,7 @@ class BarState:
             closed = self._close(watermark)
         return StepResult(
             closed, late, on_time.height, on_time, duplicates=duplicates, too_many=too_many,
-            out_of_session=outside,
+            out_of_session=outside, refilled=refilled,
         )  # fmt: skip
 
     def _within_cap(self, trades: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -799,18 +817,59 @@ class BarState:
         if new.height:
             self.cover = pl.concat([self.cover, new])
 
+    def _refills(self, late: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split late trades into (late, refilled): a refill is a late trade of a symbol that
+        comes after a Since marker of a later connector run, at or after the marker's time and
+        before the event time seen when the marker came (its windows were already closed)."""
+        marked = late.with_row_index("_row").join(
+            self.refill, on=["venue", "symbol"], how="left", maintain_order="left"
+        )
+        hit = (
+            (pl.col("off") > pl.col("after_off"))
+            & (pl.col("ts_ms") >= pl.col("from_ms"))
+            & (pl.col("ts_ms") < pl.col("to_ms"))
+        ).fill_null(False)
+        rows = marked.filter(hit)["_row"]
+        refilled = late.with_row_index("_row").filter(pl.col("_row").is_in(rows.implode()))
+        kept = late.with_row_index("_row").filter(~pl.col("_row").is_in(rows.implode()))
+        return kept.drop("_row"), refilled.drop("_row")
+
     def _note_gaps(
         self, rows: pl.DataFrame, markers: Sequence[tuple[int, Marker]], prev: int
     ) -> None:
-        """Keep the batch's gap markers, each with the newest event time seen before it."""
+        """Keep the batch's gap markers, each with the newest event time seen before it, and
+        note the Since markers of symbols already covered (a restarted connector's refill)."""
+        ts, offs = rows["ts_ms"].to_list(), rows["off"].to_list()
+
+        def seen_before(off: int) -> int:
+            return max([prev, *(t for t, o in zip(ts, offs, strict=True) if o < off)])
+
+        since = [(off, m) for off, m in markers if isinstance(m, Since)]
+        if since:  # a symbol counted before the marker (earlier, or earlier in this batch)
+            covered = set(self.cover.select("venue", "symbol").iter_rows())
+            trades = rows.filter(~pl.col("hb")).select("venue", "symbol", "off")
+            again = [
+                (m.venue, m.symbol, m.ts_ms, seen_before(off), off)
+                for off, m in since
+                if (m.venue, m.symbol) in covered
+                or trades.filter(
+                    (pl.col("off") < off)
+                    & (pl.col("venue") == m.venue)
+                    & (pl.col("symbol") == m.symbol)
+                ).height
+            ]
+            fresh = pl.DataFrame(again, schema=_REFILL_SCHEMA, orient="row")
+            if fresh.height:
+                self.refill = pl.concat(
+                    [self.refill.join(fresh, on=["venue", "symbol"], how="anti"),
+                     fresh.unique(["venue", "symbol"], keep="last", maintain_order=True)]
+                )  # fmt: skip
         gaps = [(off, m) for off, m in markers if isinstance(m, Gap)]
         if not gaps:
             return
-        ts, offs = rows["ts_ms"].to_list(), rows["off"].to_list()
         noted = []
         for off, gap in gaps:
-            seen = max([prev, *(t for t, o in zip(ts, offs, strict=True) if o < off)])
-            noted.append((gap.venue, gap.symbol, gap.from_ms, gap.to_ms, seen))
+            noted.append((gap.venue, gap.symbol, gap.from_ms, gap.to_ms, seen_before(off)))
         self.gaps = pl.concat([self.gaps, pl.DataFrame(noted, schema=_GAP_SCHEMA, orient="row")])
 
     def _flag(self, name: str, bars: pl.DataFrame) -> pl.DataFrame:

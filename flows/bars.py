@@ -372,6 +372,8 @@ class BarStep:
             metrics.PARSE_ERRORS.labels("flow", "too_large").inc()
             detail = f"its 1m bar already holds {MAX_MINUTE_TRADES} trades (the most one takes)"
             self._dead(out, batch, "too_large", detail, _row_json(row), row["off"])
+        for venue, count in _venue_counts(result.refilled):
+            metrics.FLOW_REFILLED.labels(venue).inc(count)
         for venue, count in _venue_counts(result.out_of_session):
             metrics.OUT_OF_SESSION.labels(venue).inc(count)
         for venue, count in _venue_counts(result.duplicates):

@@ -134,6 +134,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
     spec, settings, symbols, options = _live_start(args, rest=True)
     options.fill = not args.no_fill
     options.fill_intervals = tuple(settings.intervals)
+    options.fill_calendar = settings.calendar
     if args.fill_max_requests is not None:
         if args.fill_max_requests < 1:
             raise ConfigError(

@@ -678,3 +678,28 @@ def test_a_gap_marker_flags_the_open_windows_it_overlaps_and_not_the_closed_ones
     assert bars["5m"][1]["gaps"] == 1 and bars["1h"][0]["gaps"] == 1
     for bar in bars["1m"]:  # a flagged bar is a valid `bars` message
         assert Bar.decode(orjson.dumps(bar)).to_dict() == bar
+
+
+def test_a_restarted_connector_s_refill_is_counted_not_dead_lettered() -> None:
+    """A connector restarted at 23:58:30 re-publishes its hour (a Since marker, then every
+    trade from 23:00): copies in open windows are duplicates, those of closed windows are
+    refills — counted, no `late` dead letter — and the bars are those of one run. A late trade
+    before the marker, or one older than the marker's time, stays late."""
+    trades = btcusdt()
+    values = [t.encode() for t in trades]
+    cut = next(i for i, t in enumerate(trades) if t.ts_ms >= T0 + 270_000)
+    hour = trades[0].ts_ms - trades[0].ts_ms % 3_600_000
+    stray = Trade("binance", "BTCUSDT", "stray", "61000.0", "0.1", None, trades[0].ts_ms)
+    log = [*values[:cut], stray.encode(), Since("binance", "BTCUSDT", hour).encode(),
+           *values[:cut], *values[cut:]]  # fmt: skip
+    state = BarState()
+    results = run_steps(log, [cut + 7, cut + 900], state)
+    refilled = sum(r.refilled.height for r in results)
+    late = [row["id"] for r in results for row in r.late.iter_rows(named=True)]
+    duplicates = sum(r.duplicates.height for r in results)
+    assert late == ["stray"]  # before the marker: a late trade like any
+    assert refilled + duplicates == cut and refilled > 0 and duplicates > 0
+    once, _ = run_kernel(values, [cut])
+    assert {k: normalized(v) for k, v in bars_of(results).items()} == {
+        k: normalized(v) for k, v in once.items()
+    }
