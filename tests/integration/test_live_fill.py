@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
+from bytewax.testing import run_main
 from websockets.asyncio.server import ServerConnection
 
 from candlewax.codec import DeadLetter, Gap, Since, Trade, decode_message
@@ -29,9 +30,10 @@ from candlewax.topics import ensure_topics
 from connectors.live import ConnectionStats, LiveConnector, LiveOptions
 from connectors.producer import TradeProducer
 from connectors.venues import BINANCE, BINANCE_USDM, COINBASE, VenueSpec
+from flows.bars import build_flow
 from tests.conftest import BTCUSDT_GZ, FIXTURES
 from tests.kafka_read import read_topic
-from tests.reference import reference_bars
+from tests.reference import as_decimals, reference_bars
 from tests.servers import CoinbaseRest, RestServer, WsServer, hold, send_all
 
 pytestmark = pytest.mark.integration
@@ -212,6 +214,18 @@ def test_binance_spot_started_mid_window_publishes_the_whole_window_then_live(
     assert bars(trades, W5, END) == bars(window, W5, END)  # type: ignore[arg-type]
     assert len(bars(window, W5, END)["5m"]) == 1 and len(bars(window, W5, END)["1m"]) == 5
     assert letters(settings) == []
+    # The real flow over what the connector published: the 5m bar of the window it started in
+    # equals the bar of all the window's recorded trades, and says it is complete.
+    flow = settings.replace(intervals=("1m", "5m"), exit_when_done=True, archive_trades=False)
+    run_main(build_flow(flow))
+    made = [
+        orjson.loads(v) for _, _, _, v in read_topic(flow.bootstrap_servers, flow.topic("bars"))
+    ]
+    five = [b for b in made if b["interval"] == "5m" and b["start_ms"] == W5]
+    assert [as_decimals(b) for b in five] == [as_decimals(b) for b in bars(window, W5, END)["5m"]]
+    assert five[0]["complete"] is True and five[0]["gaps"] == 0
+    minutes = [b for b in made if b["interval"] == "1m" and W5 <= b["start_ms"] < END]
+    assert len(minutes) == 5 and all(b["complete"] for b in minutes)
 
 
 def test_two_symbols_fill_merged_in_time_order_before_any_live_trade(settings: Settings) -> None:
