@@ -48,8 +48,10 @@ def parse_timezone(text: str) -> dt.tzinfo:
         minutes = int(m.group(2)) * 60 + int(m.group(3))
         return dt.timezone(dt.timedelta(minutes=-minutes if m.group(1) == "-" else minutes))
     try:
+        if not 0 < len(text) <= 64:
+            raise ValueError(text)
         return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # a directory, a name too long
         raise ValueError(
             f"time zone {text[:60]!r} is neither UTC, an offset like +08:00, nor an IANA name"
         ) from None

@@ -40,8 +40,10 @@ from candlewax.codec import (
     Alert,
     Bar,
     DeadLetter,
+    Gap,
     Heartbeat,
     ParseError,
+    Since,
     Trade,
     decode_message,
     encode_trades,
@@ -97,17 +99,26 @@ def _trade_messages() -> tuple[bytes, ...]:
     singles = [t.encode() for t in trades[:1500]]
     arrays = [encode_trades(list(trades[i : i + 5])) for i in range(1500, 1800, 5)]
     beats = [Heartbeat("binance", t.ts_ms).encode() for t in trades[:1800:60]]
-    return tuple(singles + arrays + beats)
+    markers = [Since("binance", t.symbol, t.ts_ms - t.ts_ms % 60_000).encode()
+               for t in trades[:1800:120]]  # fmt: skip
+    markers += [
+        Gap("binance", t.symbol, t.ts_ms - 5_000, t.ts_ms).encode() for t in trades[:1800:90]
+    ]
+    return tuple(singles + arrays + beats + markers)
 
 
 @cache
 def _bars() -> tuple[bytes, ...]:
+    from flows.activity import ActivityBars, parse_kind
     from flows.barmath import BarState, TimeRules
 
     state = BarState(time_rules=TimeRules(quorum=1))
-    state.step(decode_batch([t.encode() for t in _trades()]).rows)
+    on_time = state.step(decode_batch([t.encode() for t in _trades()]).rows).on_time
     closed = state.flush().closed
     frames = [bar_columns(frame, name) for name, frame in closed.items() if frame.height]
+    kinds = [parse_kind(k) for k in ("tick:100", "volume:0.5", "value:25000.5")]
+    for name, frame in ActivityBars(default=kinds).step(on_time).items():  # bars by activity
+        frames.append(bar_columns(state.flag_spans(frame), name).head(20))
     return tuple(Bar.from_dict(row).encode() for frame in frames for row in frame.to_dicts())
 
 
@@ -378,7 +389,14 @@ def _trades_batch(items: list[bytes]) -> Iterator[str | None]:
         (r.venue, r.ts_ms) if isinstance(r, Heartbeat) else (r.venue, r.symbol, r.id, r.ts_ms)
         for good, _ in per_message
         for r in good
+        if isinstance(r, Trade | Heartbeat)
     ]
+    want_markers = [(i, r) for i, (good, _) in enumerate(per_message) for r in good
+                    if isinstance(r, Since | Gap)]  # fmt: skip
+    if [m for _, m in batch.markers] != [m for _, m in want_markers] or [
+        o for o, _ in batch.markers
+    ] != [i for i, _ in want_markers]:
+        raise Disagreement("markers differ")
     got_rows = [
         (v, ts) if hb else (v, s, i, ts)
         for hb, v, s, i, ts in rows.select("hb", "venue", "symbol", "id", "ts_ms").iter_rows()

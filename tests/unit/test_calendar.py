@@ -139,7 +139,7 @@ def test_calendar_settings_are_checked() -> None:
     for bad in ("25:00-26:00", "16:00-09:30", "9:30-16:00", "09:30"):
         with pytest.raises(ValueError, match="hours"):
             parse_hours(bad)
-    for tz in ("Mars/Olympus", "+25:00", "", "../../etc/passwd"):
+    for tz in ("Mars/Olympus", "+25:00", "", "../../etc/passwd", "America", "a" * 300, "\x00"):
         with pytest.raises(ValueError, match="time zone"):
             parse_timezone(tz)
     with pytest.raises(ValueError, match="weekdays"):

@@ -296,7 +296,8 @@ def test_cluster_mistakes_are_clear(cluster, env, message) -> None:
 
 
 _NAMES = ["PARTITIONS", "INTERVALS", "KAFKA", "ALERTS", "NOTIFY", "CLUSTER", "CLUSTER__ADDRESSES",
-          "DATA_DIR", "ALERTS__RANGE", "KAFKA_SECRET_FILES", "RECOVERY", "SYMBOLS", "METRICS_PORT"]  # fmt: skip
+          "DATA_DIR", "ALERTS__RANGE", "KAFKA_SECRET_FILES", "RECOVERY", "SYMBOLS", "METRICS_PORT",
+          "DAY_TIMEZONE", "SESSIONS", "SESSION_OF", "BAR_KINDS", "SESSIONS__US"]  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
