@@ -85,8 +85,10 @@ __all__ = [
     "TimeRules",
 ]
 
-#: A symbol without trades for longer than this gets no more flat bars until its next trade
-#: (a dormant symbol costs nothing; a day of 1m bars is 1 440 per symbol).
+#: At most this much of flat windows is made for a symbol at once: when event time jumps further
+#: in one step (a feed back after a day), the symbol gets no more flat bars until its next trade
+#: (a dormant symbol costs nothing; a day of 1m bars is 1 440 per symbol). Time that moves in
+#: steady steps keeps a silent symbol's flat bars coming, as Binance's klines do.
 FLAT_MAX_GAP_MS = 86_400_000
 
 #: Per (venue, symbol) and interval: where its next bar starts, and the close it carries.

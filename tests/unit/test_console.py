@@ -3,6 +3,8 @@ read is counted and skipped, and the board goes on."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from candlewax.codec import Alert, Bar, Trade, alert_id
 from sinks.console import BarBoard
 
@@ -31,3 +33,14 @@ def test_hostile_messages_are_counted_and_the_board_goes_on() -> None:
     assert "binance:BTCUSDT" in screen and "binance:ETHUSDT" in screen
     assert f"unreadable: {3 * len(HOSTILE)}" in screen
     assert "\x1b" not in screen  # an alert's free text cannot drive the terminal
+
+
+def test_the_board_shows_the_flags_of_closed_bars() -> None:
+    board = BarBoard()
+    board.add_bar(dataclasses.replace(BAR, complete=False).encode())
+    board.add_bar(dataclasses.replace(BAR, symbol="ETHUSDT", complete=False, gaps=2).encode())
+    board.add_bar(dataclasses.replace(BAR, symbol="SOLUSDT").encode())
+    lines = {line.split()[0]: line for line in board.render([]).splitlines()[3:]}
+    assert lines["binance:BTCUSDT"].endswith(" partial")
+    assert lines["binance:ETHUSDT"].endswith(" gaps=2")
+    assert lines["binance:SOLUSDT"].rstrip().endswith("1255")  # complete: no flag
