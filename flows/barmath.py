@@ -596,10 +596,12 @@ class BarState:
             self.last.setdefault(name, pl.DataFrame(schema=_LAST_SCHEMA))
         self.clock = EventClock(self.time_rules)
         self._flat_cache: dict[tuple[str, str], bool] = {}
+        self._covered: set[tuple[str, str]] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_flat_cache", None)
+        state.pop("_covered", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -614,6 +616,7 @@ class BarState:
         for name in self.intervals:
             self.last.setdefault(name, pl.DataFrame(schema=_LAST_SCHEMA))
         self._flat_cache = {}
+        self._covered = set(self.cover.select("venue", "symbol").iter_rows())
 
     @property
     def watermark_ms(self) -> int | None:
@@ -799,6 +802,12 @@ class BarState:
         since = [(off, m) for off, m in markers if isinstance(m, Since)]
         if not on_time.height and not since:
             return
+        if not since:  # the common batch: only symbols already covered (one unique, no join)
+            pairs = on_time.select("venue", "symbol").unique()
+            if pairs.height <= self.cover.height and all(
+                pair in self._covered for pair in pairs.iter_rows()
+            ):
+                return
         firsts = [
             on_time.select("venue", "symbol", since_ms="ts_ms", off="off", rank=pl.lit(1)),
             pl.DataFrame(
@@ -818,6 +827,7 @@ class BarState:
             new = new.with_columns(since_ms=pl.min_horizontal("since_ms", self.covered_from_ms))
         if new.height:
             self.cover = pl.concat([self.cover, new])
+            self._covered.update(new.select("venue", "symbol").iter_rows())
 
     def _refills(self, late: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Split late trades into (late, refilled): a refill is a late trade of a symbol that
