@@ -5,11 +5,13 @@ history by id and by time (the gap backfill and the start-up fill)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -265,3 +267,20 @@ class CoinbaseRest(RestServer):
         ]
         rows.sort(key=lambda r: -r["trade_id"])
         return 200, orjson.dumps(rows[:limit]), {}
+
+
+def trade_frames(path: Path, limit: int | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """The raw ``@trade`` frames of an hftbacktest capture (``<ns> <json>`` lines, gzip), in
+    order, at most ``limit``, and their data objects: what a local Binance server replays."""
+    frames: list[str] = []
+    data: list[dict[str, Any]] = []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            _, _, text = line.rstrip("\n").partition(" ")
+            obj = orjson.loads(text)
+            if obj.get("stream", "").endswith("@trade"):
+                frames.append(text)
+                data.append(obj["data"])
+                if limit is not None and len(frames) == limit:
+                    break
+    return frames, data

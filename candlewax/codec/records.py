@@ -158,7 +158,7 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
-class Since:
+class Since(_Keyed):
     """The connector holds every trade of ``venue:symbol`` from ``ts_ms`` on: written before
     the trades of a start-up fill (its start), keyed like the symbol's trades. Bars of the
     symbol starting at or after it can be complete; see docs/architecture.md, "Honest flags".
@@ -169,10 +169,6 @@ class Since:
     ts_ms: int
     v: int = SCHEMA_VERSION
 
-    @property
-    def key(self) -> str:
-        return message_key(self.venue, self.symbol)
-
     def encode(self) -> bytes:
         return orjson.dumps(
             {"v": self.v, "type": "since", "venue": self.venue, "symbol": self.symbol,
@@ -181,7 +177,7 @@ class Since:
 
 
 @dataclass(frozen=True, slots=True)
-class Gap:
+class Gap(_Keyed):
     """Trades of ``venue:symbol`` with ``from_ms <= ts_ms < to_ms`` may be missing (a blind
     reconnect): keyed like the symbol's trades, so it reaches the flow in their order. Every bar
     of the symbol whose window overlaps it and is still open when it arrives counts it."""
@@ -191,10 +187,6 @@ class Gap:
     from_ms: int
     to_ms: int
     v: int = SCHEMA_VERSION
-
-    @property
-    def key(self) -> str:
-        return message_key(self.venue, self.symbol)
 
     def encode(self) -> bytes:
         return orjson.dumps(

@@ -12,7 +12,6 @@ The REST server only knows trades that "happened" and answers its first request 
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
 from functools import cache
@@ -28,7 +27,7 @@ from connectors.producer import TradeProducer
 from connectors.venues import BINANCE
 from tests.conftest import BTCUSDT_GZ
 from tests.kafka_read import read_topic
-from tests.servers import RestServer, WsServer, drop, hold, send_all, stall
+from tests.servers import RestServer, WsServer, drop, hold, send_all, stall, trade_frames
 
 pytestmark = pytest.mark.integration
 N = 800
@@ -37,17 +36,7 @@ N = 800
 @cache
 def recorded() -> tuple[list[str], list[dict]]:
     """The first N raw @trade frames of the capture, and their data objects."""
-    frames, data = [], []
-    with gzip.open(BTCUSDT_GZ, "rt") as f:
-        for line in f:
-            _, _, text = line.rstrip("\n").partition(" ")
-            obj = orjson.loads(text)
-            if obj.get("stream", "").endswith("@trade"):
-                frames.append(text)
-                data.append(obj["data"])
-                if len(frames) == N:
-                    break
-    return frames, data
+    return trade_frames(BTCUSDT_GZ, N)
 
 
 def rest_rows(data: list[dict]) -> list[dict]:

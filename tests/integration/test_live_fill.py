@@ -10,7 +10,6 @@ here: what the connector owes it is the content of ``trades``.
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
 import uuid
@@ -34,7 +33,7 @@ from flows.bars import build_flow
 from tests.conftest import BTCUSDT_GZ, FIXTURES
 from tests.kafka_read import read_topic
 from tests.reference import as_decimals, reference_bars
-from tests.servers import CoinbaseRest, RestServer, WsServer, hold, send_all
+from tests.servers import CoinbaseRest, RestServer, WsServer, hold, send_all, trade_frames
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +48,7 @@ INTERVALS = ("1m", "5m")
 @cache
 def capture(name: str) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]]:
     """Every raw ``@trade`` frame of an hftbacktest capture, and its data object."""
-    frames, data = [], []
-    with gzip.open(FIXTURES / "hftbacktest" / name, "rt") as f:
-        for line in f:
-            _, _, text = line.rstrip("\n").partition(" ")
-            obj = orjson.loads(text)
-            if obj.get("stream", "").endswith("@trade"):
-                frames.append(text)
-                data.append(obj["data"])
+    frames, data = trade_frames(FIXTURES / "hftbacktest" / name)
     return tuple(frames), tuple(data)
 
 
