@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CANDLEWAX_TEST_BROKERS ?= tansu,noida
 
-.PHONY: demo test lint tools format bench bench-scaling fuzz clean help
+.PHONY: demo test lint tools format bench bench-scaling bench-peers fuzz clean help
 
 help:
 	@echo "make demo   - embedded broker + synthetic market + bars flow + live console"
 	@echo "make test   - lint + the whole test suite (unit, integration on tansu and noida, e2e)"
 	@echo "make bench  - throughput of the flow vs the raw consume+decode ceiling"
 	@echo "make bench-scaling - the flow as 1 process vs 2 processes x 1 worker on 4 partitions"
+	@echo "make bench-peers - naive Bytewax and Quix Streams pipelines vs candlewax on one topic"
 	@echo "make fuzz   - the fuzz campaign: >= 100,000 mutants per decoder, with a report"
 
 $(STAMP): pyproject.toml
@@ -58,10 +59,18 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput $(ARGS)
 	$(BIN)/python -m bench.activity
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.backtest
+	$(BIN)/python -m bench.memory
 
 # docs/performance.md, Scaling across processes: a few minutes (2M trades; ARGS="--repeat 3").
 bench-scaling: $(STAMP)
 	$(BIN)/python -m bench.scaling $(ARGS)
+
+# docs/performance.md, The peers: each peer in its own virtual environment under .bench-venvs/.
+bench-peers: $(STAMP)
+	$(BIN)/python -m bench.peers $(ARGS)
 
 # The fuzz campaign of docs/reliability.md; `make test` runs it at 10,000 cases per decoder.
 fuzz: $(STAMP)

@@ -8,10 +8,12 @@ broker (embedded Tansu unless ``--bootstrap-servers``), then:
 - flow: the real bars dataflow (``flows.bars.build_flow``, one Bytewax worker) reads the same
   topic to EOF and writes 1m bars, 5m…1h rollups, the ``bars`` topic, Parquet bars and the trade
   archive;
+- batch ceiling: the same consumer taking ``consume()`` batches and parsing each with one
+  vectorized call (``pl.read_ndjson``) — the least a consumer that works on columns must do;
 - kernel: the in-process bar kernel on the same messages (decode + aggregate, no Kafka, no
   Bytewax), and aggregation alone on pre-decoded rows.
 
-It prints trades/s and flow ÷ ceiling, and writes bench/results/throughput-<time>.json.
+It prints trades/s, flow ÷ each ceiling, the process's peak RSS while the flow ran, and writes bench/results/throughput-<time>.json.
 
     make bench                          # 1M trades at 10, 1 000, 10 000 symbols
     make bench ARGS="--trades 200000 --symbols 10"
@@ -20,17 +22,20 @@ It prints trades/s and flow ÷ ceiling, and writes bench/results/throughput-<tim
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import orjson
+import polars as pl
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from candlewax.broker import EmbeddedBroker
@@ -75,15 +80,7 @@ def produce(settings: Settings, symbols: int, n: int, per_message: int) -> int:
 def ceiling(settings: Settings) -> tuple[float, int]:
     """Seconds to consume + decode the whole topic, and trades seen."""
     topic = settings.topic("trades")
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"bench-{uuid.uuid4().hex}",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = Consumer(_ceiling_config(settings))
     parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
     done: set[int] = set()
@@ -103,6 +100,43 @@ def ceiling(settings: Settings) -> tuple[float, int]:
     return elapsed, trades
 
 
+def ceiling_batch(settings: Settings, batch_max: int = 10_000) -> tuple[float, int]:
+    """Seconds to consume the whole topic in ``consume()`` batches and parse each batch with one
+    vectorized call (``pl.read_ndjson`` of the joined values; arrays: one ``pl.read_json``):
+    the least a Python consumer that works on columns must do."""
+    topic = settings.topic("trades")
+    consumer = Consumer(_ceiling_config(settings))
+    parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    done: set[int] = set()
+    trades = 0
+    start = time.perf_counter()
+    while len(done) < len(parts):
+        msgs = consumer.consume(batch_max, 0.05)
+        values = [m.value() for m in msgs if m.error() is None]
+        done.update(m.partition() for m in msgs if m.error() is not None)  # type: ignore[misc]
+        if not values:
+            continue
+        if values[0][:1] == b"[":  # arrays of trades: one JSON array of all their items
+            frame = pl.read_json(io.BytesIO(b"[" + b",".join(v[1:-1] for v in values) + b"]"))
+        else:
+            frame = pl.read_ndjson(io.BytesIO(b"\n".join(values)))  # type: ignore[arg-type]
+        trades += frame.height
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed, trades
+
+
+def _ceiling_config(settings: Settings) -> dict[str, object]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"bench-{uuid.uuid4().hex}",
+        "enable.partition.eof": True,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+
+
 def flow(settings: Settings) -> float:
     from bytewax.testing import run_main
 
@@ -111,6 +145,42 @@ def flow(settings: Settings) -> float:
     start = time.perf_counter()
     run_main(build_flow(settings))
     return time.perf_counter() - start
+
+
+class PeakRss:
+    """The process's largest resident set while the block runs, sampled every 20 ms from
+    /proc/self/status (ru_maxrss would carry the peak of everything before)."""
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, rss_bytes())
+            if self._stop.wait(0.02):
+                return
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """VmRSS of a process (Linux), 0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def kernel(symbols: int, n: int) -> tuple[float, float]:
@@ -158,11 +228,12 @@ def main() -> int:
         f"{args.partitions} partition(s), broker {args.engine if broker else bootstrap}"
     )
     print(
-        f"{'symbols':>8} {'ceiling/s':>12} {'flow/s':>12} {'flow÷ceil':>10} {'kernel/s':>12} {'aggregate/s':>12}"
+        f"{'symbols':>8} {'ceiling/s':>11} {'batch ceil/s':>12} {'flow/s':>10} "
+        f"{'÷ceil':>6} {'÷batch':>7} {'kernel/s':>10} {'aggregate/s':>11} {'flow RSS':>9}"
     )
     try:
         for symbols in args.symbols:
-            ceil_s, flow_s = [], []
+            ceil_s, batch_s, flow_s, peaks = [], [], [], []
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as data_dir:
                     settings = Settings(
@@ -178,22 +249,32 @@ def main() -> int:
                     elapsed, seen = ceiling(settings)
                     assert seen == args.trades, (seen, args.trades)
                     ceil_s.append(elapsed)
-                    flow_s.append(flow(settings))
+                    elapsed, seen = ceiling_batch(settings)
+                    assert seen == args.trades, (seen, args.trades)
+                    batch_s.append(elapsed)
+                    with PeakRss() as rss:
+                        flow_s.append(flow(settings))
+                    peaks.append(rss.peak_bytes)
             k_full, k_agg = kernel(symbols, args.trades)
             ceil_rate = args.trades / statistics.median(ceil_s)
+            batch_rate = args.trades / statistics.median(batch_s)
             flow_rate = args.trades / statistics.median(flow_s)
             row = {
                 "symbols": symbols,
                 "ceiling_trades_per_s": round(ceil_rate),
+                "batch_ceiling_trades_per_s": round(batch_rate),
                 "flow_trades_per_s": round(flow_rate),
                 "flow_over_ceiling": round(flow_rate / ceil_rate, 3),
+                "flow_over_batch_ceiling": round(flow_rate / batch_rate, 3),
                 "kernel_trades_per_s": round(k_full),
                 "aggregate_trades_per_s": round(k_agg),
+                "flow_peak_rss_mib": round(max(peaks) / 2**20),
             }
             results.append(row)
             print(
-                f"{symbols:>8} {ceil_rate:>12,.0f} {flow_rate:>12,.0f} {flow_rate / ceil_rate:>10.2f} "
-                f"{k_full:>12,.0f} {k_agg:>12,.0f}",
+                f"{symbols:>8} {ceil_rate:>11,.0f} {batch_rate:>12,.0f} {flow_rate:>10,.0f} "
+                f"{flow_rate / ceil_rate:>6.2f} {flow_rate / batch_rate:>7.2f} {k_full:>10,.0f} "
+                f"{k_agg:>11,.0f} {max(peaks) / 2**20:>6,.0f} MiB",
                 flush=True,
             )
     finally:

@@ -56,8 +56,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "queue.buffering.max.messages": 500_000,
     "message.timeout.ms": 60_000,
 }
-#: Manual offsets, EOF events (the reliable "caught up" signal on every broker we test), and a
-#: session timeout that keeps group joins fast on Tansu.
+#: Manual offsets, EOF events (the reliable "caught up" signal on every broker we test), a
+#: session timeout that keeps group joins fast on Tansu, and a short fetch wait: a broker that
+#: does not answer a waiting fetch as soon as data arrives (Tansu holds it for the whole wait)
+#: would otherwise add up to librdkafka's default 500 ms to every trade → bar → alert hop.
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
@@ -65,6 +67,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",
     "session.timeout.ms": 6_000,
     "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 10,
 }
 
 

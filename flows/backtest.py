@@ -27,7 +27,7 @@ from bytewax.testing import run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from candlewax.codec import MAX_TS_MS, MIN_TS_MS
-from candlewax.codec.columns import trade_messages
+from candlewax.codec.columns import decode_trade_columns, trade_messages
 from candlewax.errors import ConfigError
 from candlewax.kafka import consumer_config
 from candlewax.settings import Settings
@@ -176,6 +176,10 @@ class FileRecords(DynamicSink[KafkaRecord]):
 
 # --------------------------------------------------------------------------- archive input
 
+#: Rows per batch from the archive: larger than a Kafka poll, since the kernel's cost per batch
+#: is mostly fixed (the bars do not depend on the batching: flows/barmath.py).
+ARCHIVE_BATCH = 100_000
+
 
 class _ArchivePartition(StatefulSourcePartition[tuple[str, Batch], int]):
     def __init__(self, batches: Iterator[Batch]) -> None:
@@ -221,18 +225,23 @@ class ArchiveSource(FixedPartitionedSource[tuple[str, Batch], int]):
         return _ArchivePartition(self._batches(int(for_part)))
 
     def _batches(self, partition: int) -> Iterator[Batch]:
-        rows = self.frame.filter(pl.col("partition") == partition)
-        values = trade_messages(
-            rows.with_columns(
-                price=pl.col("price").cast(pl.String), qty=pl.col("qty").cast(pl.String)
-            )
+        """Column-wise: a slice whose every row is canonical becomes kernel rows directly
+        (:func:`~candlewax.codec.columns.decode_trade_columns`); any other slice is re-encoded
+        as wire trades and decoded like the topic's, so a damaged archive row is rejected with
+        its reason, as before."""
+        rows = self.frame.filter(pl.col("partition") == partition).with_columns(
+            price=pl.col("price").cast(pl.String), qty=pl.col("qty").cast(pl.String)
         )
-        offsets = rows["offset"].to_list()
-        for i in range(0, max(len(values), 1), self.batch_max):
-            last = i + self.batch_max >= len(values)
-            yield Batch(
-                partition, values[i : i + self.batch_max], offsets[i : i + self.batch_max], last
-            )
+        total = rows.height
+        for i in range(0, max(total, 1), self.batch_max):
+            last = i + self.batch_max >= total
+            part = rows.slice(i, self.batch_max)
+            offsets = part["offset"].to_list()
+            decoded = decode_trade_columns(part.rename({"offset": "off"}))
+            if decoded is not None:
+                yield Batch(partition, [], offsets, last, rows=decoded)
+            else:
+                yield Batch(partition, trade_messages(part), offsets, last)
 
 
 # --------------------------------------------------------------------------- running it
@@ -288,7 +297,7 @@ def run_backtest(
     # Bars starting at the range's start are complete if the input holds earlier trades too.
     covered_from: int | None = None
     if archive is not None:
-        source = ArchiveSource(archive, between_ms, settings.batch_max)
+        source = ArchiveSource(archive, between_ms, max(settings.batch_max, ARCHIVE_BATCH))
         read_from = f"archive {archive}"
         if source.has_trades_before(lo):
             covered_from = lo

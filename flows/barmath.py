@@ -596,7 +596,8 @@ class BarState:
             self.last.setdefault(name, pl.DataFrame(schema=_LAST_SCHEMA))
         self.clock = EventClock(self.time_rules)
         self._flat_cache: dict[tuple[str, str], bool] = {}
-        self._covered: set[tuple[str, str]] = set()
+        #: (venue, symbol) → since_ms: ``cover`` as a dict, for the per-batch checks.
+        self._covered: dict[tuple[str, str], int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -616,7 +617,7 @@ class BarState:
         for name in self.intervals:
             self.last.setdefault(name, pl.DataFrame(schema=_LAST_SCHEMA))
         self._flat_cache = {}
-        self._covered = set(self.cover.select("venue", "symbol").iter_rows())
+        self._covered = {(v, sym): t for v, sym, t in self.cover.select(*_COVER_SCHEMA).iter_rows()}
 
     @property
     def watermark_ms(self) -> int | None:
@@ -827,7 +828,9 @@ class BarState:
             new = new.with_columns(since_ms=pl.min_horizontal("since_ms", self.covered_from_ms))
         if new.height:
             self.cover = pl.concat([self.cover, new])
-            self._covered.update(new.select("venue", "symbol").iter_rows())
+            self._covered.update(
+                ((v, sym), t) for v, sym, t in new.select(*_COVER_SCHEMA).iter_rows()
+            )
 
     def _refills(self, late: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Split late trades into (late, refilled): a refill is a late trade of a symbol that
@@ -925,6 +928,23 @@ class BarState:
         """Bars with their own ``end_ms`` (by activity) flagged like time bars: complete when
         their trades' span starts at or after the coverage and no gap marker overlaps it."""
         return self._flag("", bars)
+
+    def all_complete(self, rows: pl.DataFrame, length: int) -> bool:
+        """Are the windows of every row, of ``length`` or shorter, known complete — no gap marker
+        held, every symbol covered from before the batch's first window start? The common
+        batch's answer, without the joins of :meth:`incomplete_windows`."""
+        if not rows.height:
+            return True
+        if self.gaps.height:
+            return False
+        first = int(rows["ts_ms"].min())  # type: ignore[arg-type]
+        start = first - first % length
+        covered = self._covered
+        for pair in rows.select("venue", "symbol").unique().iter_rows():
+            since = covered.get(pair)
+            if since is None or since > start:
+                return False
+        return True
 
     def incomplete_windows(self, rows: pl.DataFrame, length: int) -> pl.Series:
         """Per trade row: is its window of ``length`` (starting at ``ts - ts % length``) known to

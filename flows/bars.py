@@ -42,7 +42,7 @@ from candlewax.codec import (
     Trade,
     format_scaled,
 )
-from candlewax.codec.columns import bar_columns, bar_values, decode_batch
+from candlewax.codec.columns import Decoded, bar_columns, bar_values, decode_batch
 from candlewax.errors import BrokerError, CandlewaxError
 from candlewax.kafka import consumer_config
 from candlewax.logs import SECRETS, setup_logging
@@ -75,12 +75,15 @@ class Batch:
     """One poll's worth of messages from one ``trades`` partition, in offset order.
 
     ``final`` marks the end of finite input (``exit_when_done``): close every window after it.
+    ``rows``: the batch already decoded, as the codec's kernel rows (a backtest reading the
+    Parquet archive column-wise); ``values`` then hold nothing.
     """
 
     partition: int
     values: list[bytes]
     offsets: list[int]
     final: bool = False
+    rows: pl.DataFrame | None = None
 
 
 class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
@@ -112,10 +115,19 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
     def next_batch(self) -> list[tuple[str, Batch]]:
         if self._done:
             raise StopIteration
-        values: list[bytes] = []
-        offsets: list[int] = []
         at_end = False
-        for msg in self._consumer.consume(self._batch_max, 0.01):
+        # Never block: what librdkafka's fetcher already holds, up to batch_max. An empty poll
+        # returns no item, and Bytewax calls again after 1 ms: a trade waits for at most one
+        # round of the worker's other steps, not for a poll timeout per partition.
+        msgs = self._consumer.consume(self._batch_max, 0)
+        if self._stop_ms is None and not any(m.error() is not None for m in msgs):
+            # The common poll: only messages (one pass per accessor, no per-message branches).
+            values: list[bytes] = [m.value() for m in msgs]  # type: ignore[misc]
+            offsets: list[int] = [m.offset() for m in msgs]  # type: ignore[misc]
+            msgs = []
+        else:
+            values, offsets = [], []
+        for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -247,11 +259,20 @@ class PartitionState:
 
     bars: BarState
     vol: VolatilityState
-    archive: pl.DataFrame | None = None
+    #: Trades not yet in a complete archive block, one frame per batch (concatenated only when
+    #: a block completes: appending stays O(batch), not O(pending)).
+    archive: list[pl.DataFrame] = field(default_factory=list)
     #: Last offset consumed: names the archive's last, partial block deterministically.
     last_offset: int = -1
     #: Bars by activity (flows/activity.py), when any symbol has kinds configured.
     activity: ActivityBars | None = None
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        # A snapshot of an earlier version kept the pending archive as one frame (or None).
+        pending = saved.get("archive")
+        if not isinstance(pending, list):
+            saved["archive"] = [] if pending is None or not pending.height else [pending]
+        self.__dict__.update(saved)
 
 
 class BarStep:
@@ -307,7 +328,10 @@ class BarStep:
         if batch.offsets:
             state.last_offset = batch.offsets[-1]
         out = StepOutput()
-        decoded = decode_batch(batch.values, batch.offsets)  # type: ignore[arg-type]
+        if batch.rows is not None:
+            decoded = Decoded(batch.rows)
+        else:
+            decoded = decode_batch(batch.values, batch.offsets)  # type: ignore[arg-type]
         for index, rejected in decoded.rejected:
             metrics.PARSE_ERRORS.labels("flow", rejected.reason).inc()
             raw = batch.values[index] or b""
@@ -465,8 +489,15 @@ class BarStep:
         self, state: PartitionState, out: StepOutput, batch: Batch, rows: pl.DataFrame
     ) -> None:
         trades = rows.filter(~pl.col("hb"))
-        pending = trades if state.archive is None else pl.concat([state.archive, trades])
+        if trades.height:
+            state.archive.append(trades)
+        if not state.archive:
+            return
         complete_below = (state.last_offset + 1) // ARCHIVE_BLOCK * ARCHIVE_BLOCK
+        first = int(state.archive[0]["off"][0])  # parts are in offset order
+        if first >= complete_below and not batch.final:
+            return  # no block completed
+        pending = pl.concat(state.archive)
         done = pending.filter(pl.col("off") < complete_below)
         pending = pending.filter(pl.col("off") >= complete_below)
         for (block,), part in done.group_by(pl.col("off") // ARCHIVE_BLOCK, maintain_order=True):
@@ -483,7 +514,7 @@ class BarStep:
                 end = min(last, start + ARCHIVE_BLOCK - 1)
                 out.files.append(TradeBlockFile(batch.partition, start, end, part))
             pending = pending.clear()
-        state.archive = pending
+        state.archive = [pending] if pending.height else []
 
 
 def _venue_counts(rows: pl.DataFrame) -> list[tuple[str, int]]:

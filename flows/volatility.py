@@ -74,9 +74,13 @@ class VolatilityState:
         if not rows.height:
             return []
         candidates: list[tuple[int, int, Alert]] = []
-        for interval in sorted(self.rules.intervals("range"), key=INTERVALS.__getitem__):
+        intervals = sorted(self.rules.intervals("range"), key=INTERVALS.__getitem__)
+        check = self.rules.ignore_incomplete and bars is not None and intervals
+        if check and bars is not None and bars.all_complete(rows, INTERVALS[intervals[-1]]):
+            check = False  # the common batch: every window complete, no per-row flags
+        for interval in intervals:
             usable = rows
-            if self.rules.ignore_incomplete and bars is not None:
+            if check and bars is not None:
                 usable = rows.filter(~bars.incomplete_windows(rows, INTERVALS[interval]))
             if usable.height:
                 candidates.extend(self._range(usable, interval))

@@ -376,6 +376,42 @@ _CLEAN_TRADE = pl.all_horizontal(
 ).fill_null(False)
 
 
+_CANONICAL_COLUMNS = pl.all_horizontal(
+    pl.col("venue").str.contains(f"^(?:{VENUE_PATTERN})$"),
+    pl.col("symbol").str.contains(f"^(?:{SYMBOL_PATTERN})$"),
+    pl.col("id").str.contains(f"^(?:{ID_PATTERN})$"),
+    pl.col("price").str.contains(f"^{_DEC}$"),
+    pl.col("qty").str.contains(f"^{_DEC}$"),
+    pl.col("side").is_null() | pl.col("side").is_in(list(rules.SIDES)),
+    pl.col("ts_ms").is_between(10**11, 10**13 - 1),  # _TS: 12 or 13 digits
+    pl.col("recv_ms").is_null() | pl.col("recv_ms").is_between(10**11, 10**13 - 1),
+).fill_null(False)
+
+
+def decode_trade_columns(frame: pl.DataFrame) -> pl.DataFrame | None:
+    """Kernel rows of a frame of trade columns (strings for venue … qty and side, integers for
+    ``ts_ms``, ``recv_ms`` and the offset ``off``), one trade per row in log order — without
+    writing and re-reading JSON, or None if any row needs the exact decoder.
+
+    A row qualifies when :func:`trade_messages` would write it as a canonical message that
+    :func:`decode_batch` reads on its fast path: every column in the canonical record's own
+    pattern (the pieces :data:`CANONICAL_RECORD` is made of) and the fast path's value checks
+    passed. Then the rows are exactly those ``decode_batch(trade_messages(frame))`` gives; when
+    one row does not qualify the caller takes that path, which rejects it with its reason.
+    """
+    if not frame.height:
+        return empty_rows()
+    canonical = frame.select(_CANONICAL_COLUMNS).to_series()
+    if not canonical.all():
+        return None
+    rows = frame.select(
+        *TRADE_FIELDS[1:], "off", type=pl.lit(None, dtype=pl.String), msg=pl.lit(0, pl.UInt32)
+    ).select(_ROW_EXPRS)
+    if not rows["ok"].all():
+        return None
+    return rows.drop("ok", "msg")
+
+
 def trade_messages(frame: pl.DataFrame) -> list[bytes]:
     """One ``trades`` message per row of a frame with the trade columns (strings; ``ts_ms``,
     ``recv_ms`` integers) — safe for any values, such as a Parquet file's.

@@ -1,13 +1,20 @@
-"""Backtest helpers: time parsing and the progress line."""
+"""Backtest helpers: time parsing, the progress line, the archive reader."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+import polars as pl
 import pytest
 
+from candlewax.codec import Trade
+from candlewax.codec.columns import decode_batch
 from candlewax.errors import ConfigError
-from flows.backtest import Progress, parse_time
+from flows.backtest import ArchiveSource, Progress, parse_time
+from sinks.parquet import archive_frame, write_trade_block
+
+T0 = 1_722_470_400_000  # 2024-08-01T00:00:00Z
 
 
 def test_parse_time() -> None:
@@ -30,3 +37,35 @@ def test_progress_line_counts_offsets_and_estimates() -> None:
     p.update(1, 10_000)  # past a lagging end hint: capped
     assert p.fraction() == pytest.approx(0.75)
     assert Progress({}, {}).fraction() == 1.0
+
+
+def test_the_archive_is_read_column_wise_and_a_damaged_file_like_a_topic(tmp_path: Path) -> None:
+    """A backtest from the archive gives the flow kernel rows straight from the Parquet columns
+    (no JSON); a slice with a row the fast path would not take is re-encoded as wire trades, so
+    the flow rejects that row with its reason, as when reading the topic."""
+    trades = [
+        Trade("binance", "BTCUSDT", str(i), f"{100 + i}.5", "0.25", "buy" if i % 2 else None,
+              T0 + 1_000 * i, T0 + 1_000 * i + 3)
+        for i in range(30)
+    ]  # fmt: skip
+    values = [t.encode() for t in trades]
+    rows = decode_batch(values, list(range(len(values)))).rows  # type: ignore[arg-type]
+    write_trade_block(tmp_path, 0, 0, len(values) - 1, rows)
+    source = ArchiveSource(tmp_path / "trades", (T0, T0 + 3_600_000), batch_max=8)
+    batches = list(source._batches(0))
+    assert [b.rows is not None for b in batches] == [True] * 4 and batches[-1].final
+    assert all(not b.values for b in batches)
+    got = pl.concat([b.rows for b in batches if b.rows is not None])
+    assert got.to_dicts() == rows.to_dicts()  # exactly what decoding the wire trades gives
+
+    # A row no connector writes (an injection attempt in a name) in a file of its own.
+    damaged = archive_frame(rows.head(2), 0).with_columns(
+        offset=pl.Series([100, 101], dtype=pl.Int64),
+        venue=pl.Series(["binance", 'binance","symbol":"ETHUSDT']),
+    )
+    damaged.write_parquet(tmp_path / "trades" / "damaged.parquet")
+    source = ArchiveSource(tmp_path / "trades", (T0, T0 + 3_600_000), batch_max=64)
+    (batch,) = list(source._batches(0))
+    assert batch.rows is None and len(batch.values) == 32 and batch.offsets[-1] == 101
+    decoded = decode_batch(batch.values, batch.offsets)  # type: ignore[arg-type]
+    assert [(batch.offsets[i], r.reason) for i, r in decoded.rejected] == [(101, "bad_name")]

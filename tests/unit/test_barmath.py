@@ -703,3 +703,38 @@ def test_a_restarted_connector_s_refill_is_counted_not_dead_lettered() -> None:
     assert {k: normalized(v) for k, v in bars_of(results).items()} == {
         k: normalized(v) for k, v in once.items()
     }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    since=st.lists(st.one_of(st.none(), st.integers(-400_000, 400_000)), min_size=3, max_size=3),
+    gap=st.booleans(),
+    length=st.sampled_from([60_000, 300_000, 900_000]),
+)
+def test_all_complete_never_says_complete_where_a_window_is_not(
+    since: list[int | None], gap: bool, length: int
+) -> None:
+    """The range detector skips the per-row flags when ``all_complete`` says so: it may answer
+    False too often (the per-row check then runs), never True where a row's window, of that
+    length or shorter, is incomplete."""
+    names = ["AUSDT", "BUSDT", "CUSDT"]
+    base = T0 + 3_600_000
+    markers = [
+        Since("binance", name, base + offset).encode()
+        for name, offset in zip(names, since, strict=True)
+        if offset is not None
+    ]
+    if gap:
+        markers.append(Gap("binance", "BUSDT", base - 30_000, base - 10_000).encode())
+    bars = BarState()
+    first = decode_batch([*markers])  # type: ignore[list-item]
+    bars.step(first.rows, first.markers)
+    trades = [
+        Trade("binance", name, str(i), "10", "1", None, base + 20_000 * i, None).encode()
+        for i, name in enumerate(names * 3)
+    ]
+    rows = bars.step(decode_batch(trades).rows).on_time  # type: ignore[arg-type]
+    if bars.all_complete(rows, length):
+        for shorter in (60_000, 300_000, 900_000):
+            if shorter <= length:
+                assert not bars.incomplete_windows(rows, shorter).any()
