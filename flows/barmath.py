@@ -651,16 +651,20 @@ class BarState:
         if rows.height:
             # Newest event time seen *before* each row, in log order (trades and heartbeats).
             seen_before = rows["ts_ms"].cum_max().shift(1, fill_value=prev).clip(lower_bound=prev)
-            rows = rows.with_columns(seen_before=seen_before)
-            trades = rows.filter(~pl.col("hb"))
-            end = pl.col("ts_ms") - pl.col("ts_ms") % _MINUTE + _MINUTE
-            is_late = end + self.lateness_ms <= pl.col("seen_before")
-            late = trades.filter(is_late).drop("seen_before")
+            hb = rows["hb"]
+            trades = rows.filter(~hb) if hb.any() else rows
+            ts = trades["ts_ms"]
+            if hb.any():
+                seen_before = seen_before.filter(~hb)
+            is_late = ts - ts % _MINUTE + _MINUTE + self.lateness_ms <= seen_before
+            if is_late.any():  # the common batch has none: no filter
+                late = trades.filter(is_late)
+                trades = trades.filter(~is_late)
+            else:
+                late = trades.clear()
             if late.height and self.refill.height:
                 late, refilled = self._refills(late)
-            on_time, duplicates = self.seen.drop_counted(
-                trades.filter(~is_late).drop("seen_before")
-            )
+            on_time, duplicates = self.seen.drop_counted(trades)
             on_time, too_many = self._within_cap(on_time)
             if self.calendar.has_sessions and on_time.height:
                 keep = self.calendar.in_session(on_time)

@@ -168,7 +168,7 @@ class VolatilityState:
             self.windows.clear()
             return
         for interval, frame in self.windows.items():
-            if frame.height:
+            if frame.height and int(frame["start"].min()) + INTERVALS[interval] <= watermark_ms:  # type: ignore[arg-type]
                 self.windows[interval] = frame.filter(
                     pl.col("start") + INTERVALS[interval] > watermark_ms
                 )
