@@ -206,7 +206,7 @@ class ArchiveSource(FixedPartitionedSource[tuple[str, Batch], int]):
         self._earliest_ms = scan.select(pl.col("ts_ms").min()).collect().item()
         self.frame = (
             scan.filter(pl.col("ts_ms").is_between(lo - MARGIN_MS, hi + MARGIN_MS, closed="left"))
-            .sort("partition", "offset")
+            .sort("partition", "offset", maintain_order=True)
             .collect()
         )
         self.batch_max = batch_max

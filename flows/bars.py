@@ -44,7 +44,7 @@ from candlewax.codec import (
 )
 from candlewax.codec.columns import Decoded, bar_columns, bar_values, decode_batch
 from candlewax.errors import BrokerError, CandlewaxError
-from candlewax.kafka import consumer_config
+from candlewax.kafka import consumer_config, read_ahead
 from candlewax.logs import SECRETS, setup_logging
 from candlewax.settings import Settings
 from candlewax.topics import ALERTS, BARS, DEADLETTER, TRADES
@@ -105,7 +105,7 @@ class _TradesPartition(StatefulSourcePartition[tuple[str, Batch], int]):
         self._stop_ms = stop_ms
         self._progress = progress
         self._done = False
-        conf = consumer_config(settings.connection, settings.group_id)
+        conf = consumer_config(settings.connection, settings.group_id, read_ahead(self._batch_max))
         self._consumer = Consumer(conf)
         start = OFFSET_BEGINNING if next_offset is None else next_offset
         self._consumer.assign([TopicPartition(self._topic, partition, start)])
@@ -497,24 +497,36 @@ class BarStep:
         first = int(state.archive[0]["off"][0])  # parts are in offset order
         if first >= complete_below and not batch.final:
             return  # no block completed
-        pending = pl.concat(state.archive)
-        done = pending.filter(pl.col("off") < complete_below)
-        pending = pending.filter(pl.col("off") >= complete_below)
-        for (block,), part in done.group_by(pl.col("off") // ARCHIVE_BLOCK, maintain_order=True):
-            start = int(block) * ARCHIVE_BLOCK
+        # Zero-copy: chunks concatenated, blocks cut by offset (the rows are in offset order).
+        pending = pl.concat(state.archive, rechunk=False)
+        done, pending = _cut(pending, complete_below)
+        for start, part in _blocks(done):
             out.files.append(
                 TradeBlockFile(batch.partition, start, start + ARCHIVE_BLOCK - 1, part)
             )
         if batch.final and pending.height:
             last = state.last_offset
-            for (block,), part in pending.group_by(
-                pl.col("off") // ARCHIVE_BLOCK, maintain_order=True
-            ):
-                start = int(block) * ARCHIVE_BLOCK
+            for start, part in _blocks(pending):
                 end = min(last, start + ARCHIVE_BLOCK - 1)
                 out.files.append(TradeBlockFile(batch.partition, start, end, part))
             pending = pending.clear()
         state.archive = [pending] if pending.height else []
+
+
+def _cut(rows: pl.DataFrame, offset: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows (in offset order) below ``offset``, and the others: two slices, no copy."""
+    at = int(rows["off"].search_sorted(offset, side="left"))
+    return rows.slice(0, at), rows.slice(at)
+
+
+def _blocks(rows: pl.DataFrame) -> list[tuple[int, pl.DataFrame]]:
+    """Rows (in offset order) as (block start, slice) per archive block."""
+    out = []
+    while rows.height:
+        start = int(rows["off"][0]) // ARCHIVE_BLOCK * ARCHIVE_BLOCK
+        part, rows = _cut(rows, start + ARCHIVE_BLOCK)
+        out.append((start, part))
+    return out
 
 
 def _venue_counts(rows: pl.DataFrame) -> list[tuple[str, int]]:

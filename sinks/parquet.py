@@ -260,9 +260,20 @@ def write_trade_block(
         _date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d")
     )
     written: list[Any] = []
-    for (venue, date), part in frame.group_by(["venue", "_date"], maintain_order=True):
+    # One (venue, date) is the common block: no regrouping copy. Rows stay in log order (the
+    # trades of one array message share an offset and keep their order).
+    keys = frame.select("venue", "_date").unique()
+    groups: Iterable[tuple[tuple[Any, ...], pl.DataFrame]] = (
+        [(keys.row(0), frame)]
+        if keys.height == 1
+        else frame.group_by(["venue", "_date"], maintain_order=True)
+    )
+    for (venue, date), part in groups:
         path = safe_path(data_dir, "trades", f"venue={venue}", f"date={date}", name)
-        write_atomic(part.drop("_date").sort("offset"), path)
+        part = part.drop("_date")
+        if not part["offset"].is_sorted():
+            part = part.sort("offset", maintain_order=True)
+        write_atomic(part, path)
         written.append(path)
         metrics.PARQUET_ROWS.labels("trades").inc(part.height)
     metrics.PARQUET_FILES.labels("trades").inc(len(written))
