@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candlewax import metrics
 from candlewax.broker import wait_for_broker
@@ -18,9 +18,14 @@ from candlewax.errors import ConfigError
 from candlewax.settings import Settings
 from candlewax.topics import DEADLETTER, TRADES
 
+if TYPE_CHECKING:
+    from connectors.publish import TradeBatch
+
 log = logging.getLogger("candlewax")
 
-Items = Iterator[tuple[int, list[Trade], list[DeadLetter]]]
+#: What the publisher takes: items ``(recv_ms, trades, rejected)`` one by one, or batches of
+#: them column-wise (``connectors.publish.TradeBatch``, what replays read).
+Items = Iterator["tuple[int, list[Trade], list[DeadLetter]] | TradeBatch"]
 
 
 def settings_from(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> Settings:
@@ -62,11 +67,12 @@ def serve_metrics(settings: Settings, requested: bool) -> None:
 
 
 def replay_items(path: str, venue: str | None, fmt: str | None) -> Items:
-    """The items of a replay file; a missing file or unknown format fails here, at once."""
-    from connectors.replay import iter_file
+    """The items of a replay file, in batches decoded column-wise (the canonical trades of an
+    NDJSON file are published as they are); a missing file or unknown format fails here, at
+    once."""
+    from connectors.replay import iter_batches
 
-    items = iter_file(path, venue=venue, fmt=fmt)
-    return ((item.recv_ms, item.trades, item.rejected) for item in items)
+    return iter_batches(path, venue=venue, fmt=fmt)
 
 
 def synthetic_items(
@@ -109,6 +115,9 @@ def publish(
     try:
         run(items, producer, speed=speed, shift_ms=shift_ms, per_message=per_message, stop=stop, stats=stats)  # fmt: skip
     finally:
+        close = getattr(items, "close", None)
+        if close is not None:  # a stopped replay: its reader thread stops and closes the file
+            close()
         producer.flush()
     return stats
 

@@ -44,6 +44,7 @@ from candlewax.codec.rules import (
     DECIMALS,
     ID_PATTERN,
     MAX_ARRAY_ITEMS,
+    MAX_MESSAGE_BYTES,
     MAX_NOTIONAL,
     MAX_TS_MS,
     MIN_TS_MS,
@@ -498,3 +499,125 @@ def _vwap_units(quote: pl.Expr, volume: pl.Expr) -> pl.Expr:
     r = quote % volume
     up = (2 * r > volume) | ((2 * r == volume) & (q % 2 == 1))
     return q + up.cast(pl.Int128)
+
+
+# --------------------------------------------------------------------------- trade files
+# Replays (connectors/replay.py) read trade files in the file form of decode_record
+# (from_file=True). A line that is one of the canonical trades below — or a canonical array of
+# them — needs no check beyond this pattern: it is exactly what ``Trade.encode()`` writes for
+# the trade the file form decodes from it, so the line itself is the message to publish. The
+# pattern is a subset of the canonical form that also holds the value checks: positive
+# decimals, ``price × qty`` below MAX_NOTIONAL (by digit counts: at most 13 whole digits in
+# all), times inside 2000..2100 (a little inside: 950000000000 ..< 4100000000000). What it does
+# not admit — valid or not — the file form reads line by line.
+_FILE_FRACTION = r"(?:\.[0-9]{1,8}0{0,16})?"
+_FILE_BELOW_ONE = r"0\.[0-9]{0,7}[1-9]0{0,16}"  # 0 < x < 1, at most 8 significant decimals
+_FILE_TS = r"(?:9[5-9][0-9]{10}|[1-3][0-9]{12}|40[0-9]{11})"
+
+
+def _positive_decimal(whole_digits: int, exact: bool) -> str:
+    """A positive canonical decimal below ``10**whole_digits``; ``exact``: not below
+    ``10**(whole_digits - 1)`` either (for one whole digit: any decimal below 10)."""
+    if whole_digits == 0:
+        return _FILE_BELOW_ONE
+    if exact and whole_digits > 1:
+        return rf"[1-9][0-9]{{{whole_digits - 1}}}{_FILE_FRACTION}"
+    top = 0 if exact else whole_digits - 1
+    return rf"(?:[1-9][0-9]{{0,{top}}}{_FILE_FRACTION}|{_FILE_BELOW_ONE})"
+
+
+_FILE_PRICE_QTY = (
+    "(?:"
+    + "|".join(
+        _positive_decimal(digits, exact=True) + r'","qty":"' + _positive_decimal(13 - digits, False)
+        for digits in range(1, 14)
+    )
+    + ")"
+)
+_FILE_TRADE = (
+    r'\{"v":1,"venue":"' + VENUE_PATTERN + r'","symbol":"' + SYMBOL_PATTERN + r'","id":"'
+    + ID_PATTERN + r'","price":"' + _FILE_PRICE_QTY + r'","side":(?:null|"buy"|"sell"),"ts_ms":'
+    + _FILE_TS + r',"recv_ms":(?:null|' + _FILE_TS + r")\}"
+)  # fmt: skip
+#: One trade of a trade file that is its own canonical message, the whole text.
+FILE_TRADE = rf"^{_FILE_TRADE}$"
+_FILE_HEAD = r'^\{"v":1,"venue":"([^"]+)","symbol":"([^"]+)"'
+_FILE_TAIL = r',"ts_ms":([0-9]+),"recv_ms":(null|[0-9]+)\}$'
+
+
+@dataclass
+class FileTrades:
+    """The lines of a trade file that are canonical trades, column-wise (:func:`file_trades`).
+
+    ``rows`` has one row per trade, in line order: ``msg`` (the line's index in the batch),
+    ``venue``, ``key`` (``venue:SYMBOL``), ``ts_ms``, ``recv_ms`` and, when some line is an array
+    (``arrays``), ``item``: the trade's own text (for a single-trade line, the line itself).
+    ``slow`` are the indices of the lines the file form must read one by one.
+    """
+
+    rows: pl.DataFrame
+    slow: list[int]
+    arrays: bool
+
+
+def file_trades(values: list[bytes] | pl.Series) -> FileTrades:
+    """Which lines of a trade file are canonical trades (or canonical arrays of at most
+    MAX_ARRAY_ITEMS of them, at most MAX_MESSAGE_BYTES long), and their keys and times.
+    ``values`` are the lines as bytes, or as a String series (messages written from the rows
+    of a CSV or Parquet file).
+
+    For every line not in ``slow``, ``decode_record(obj, from_file=True)`` of each record gives a
+    Trade whose ``encode()`` is the record's text, byte for byte; a ``[]`` line holds no trade
+    and is in neither. Everything else — other spellings, heartbeats and markers, invalid input
+    — is left to the file form (``slow``): this function never rejects anything itself.
+    """
+    text = (
+        values.cast(pl.String).alias("item")
+        if isinstance(values, pl.Series)
+        else _texts(list[bytes | None](values))
+    )
+    frame = pl.DataFrame({"item": text}).with_row_index("msg")
+    arrays = bool(frame["item"].str.starts_with("[").any())
+    item = pl.col("item")
+    big = item.str.len_bytes() > MAX_MESSAGE_BYTES
+    if arrays:
+        array = item.str.starts_with("[") & item.str.ends_with("]")
+        inner = item.str.slice(1, item.str.len_bytes() - 2)
+        frame = (
+            frame.with_columns(
+                big=big | item.str.contains("\n", literal=True),
+                n=pl.when(array).then(inner.str.count_matches("},{", literal=True) + 1),
+                item=pl.when(array)
+                .then(inner.str.replace_all("},{", "}\n{", literal=True))
+                .otherwise(item)
+                .str.split("\n"),
+            )
+            .explode("item")
+            .filter(pl.col("n").is_null() | (item != ""))
+        )
+        ok = ~pl.col("big").fill_null(True) & (pl.col("n").fill_null(1) <= MAX_ARRAY_ITEMS)
+        frame = frame.with_columns(ok=ok & item.str.contains(FILE_TRADE).fill_null(False))
+    else:
+        frame = frame.with_columns(ok=~big.fill_null(True) & item.str.contains(FILE_TRADE))
+    passed = frame["ok"].fill_null(False)
+    slow: list[int] = []
+    if not passed.all():
+        failed = frame.filter(~passed)["msg"].unique().sort()
+        slow = failed.to_list()
+        frame = frame.filter(~pl.col("msg").is_in(failed.implode()))
+    rows = frame.select(
+        pl.col("msg"),
+        head=item.str.extract_groups(_FILE_HEAD),
+        tail=item.str.extract_groups(_FILE_TAIL),
+        **({"item": item} if arrays else {}),
+    ).select(
+        pl.col("msg"),
+        venue=pl.col("head").struct.field("1"),
+        key=pl.concat_str(
+            pl.col("head").struct.field("1"), pl.lit(":"), pl.col("head").struct.field("2")
+        ),
+        ts_ms=pl.col("tail").struct.field("1").cast(pl.Int64),
+        recv_ms=pl.col("tail").struct.field("2").replace("null", None).cast(pl.Int64),
+        **({"item": item} if arrays else {}),
+    )
+    return FileTrades(rows, slow, arrays)

@@ -462,6 +462,72 @@ def _replay(
     return run
 
 
+def _batches_agree(path: Path, venue: str | None = None) -> dict[int, str]:
+    """Read a trade file both ways: the batch path (``iter_batches``, what ``candlewax replay``
+    publishes) must give exactly the items, trades (as their messages), receive times and dead
+    letters of the per-trade path (``iter_file``). Returns the first rejection per line."""
+    from connectors.publish import TradeBatch
+    from connectors.replay import iter_batches, iter_file
+
+    want = TradeBatch.from_items(
+        [(i.recv_ms, i.trades, i.rejected) for i in iter_file(path, venue=venue)]
+    )
+    got = list(iter_batches(path, venue=venue, batch_lines=37))
+
+    def letters(batch_items: list[tuple[int, list[Any]]]) -> list[tuple[Any, ...]]:
+        return [(at, d.reason, d.detail, d.raw, d.source) for at, ds in batch_items for d in ds]
+
+    values = [v for b in got for v in b.values]
+    keys = [k for b in got for k in b.keys]
+    times = [row for b in got for row in b.times.iter_rows()]
+    recv = [r for b in got for r in b.recv_ms]
+    counts: list[int] = []
+    rejected: list[tuple[int, list[Any]]] = []
+    offset = 0
+    for b in got:
+        counts += [end - start for start, end in zip([0, *b.ends[:-1]], b.ends, strict=True)]
+        rejected += [(offset + at, ds) for at, ds in sorted(b.rejected.items())]
+        offset += len(b.ends)
+    want_counts = [e - s for s, e in zip([0, *want.ends[:-1]], want.ends, strict=True)]
+    if values != want.values or keys != want.keys or times != list(want.times.iter_rows()):
+        raise Disagreement(f"trades differ: {len(values)} vs {len(want.values)}")
+    if recv != want.recv_ms or counts != want_counts:
+        raise Disagreement("items differ")
+    if letters(rejected) != letters(sorted(want.rejected.items())):
+        raise Disagreement("dead letters differ")
+    reasons: dict[int, str] = {}
+    for _, letters_of_item in sorted(want.rejected.items()):
+        for letter in letters_of_item:
+            reasons.setdefault(int(letter.source["line"]), letter.reason)
+    return reasons
+
+
+def _replay_batches(fmt: str) -> Callable[[list[bytes]], Iterator[str | None]]:
+    """The chunk as the lines of an NDJSON or CSV file, read both ways (:func:`_batches_agree`)."""
+
+    def run(items: list[bytes]) -> Iterator[str | None]:
+        from candlewax.codec.columns import file_trades
+
+        lines = [item.replace(b"\n", b" ").replace(b"\r", b" ") or b"x" for item in items]
+        with tempfile.TemporaryDirectory() as tmp:
+            if fmt == "csv":
+                path = Path(tmp) / "t.csv"
+                header = b"v,venue,symbol,id,price,qty,side,ts_ms,recv_ms\n"
+                path.write_bytes(header + b"\n".join(lines))
+            else:
+                path = Path(tmp) / "t.jsonl"
+                path.write_bytes(b"\n".join(lines) + b"\n")
+                NOTES["replay-batches: lines read by the fast path"] += len(lines) - len(
+                    file_trades(lines).slow
+                )
+            reasons = _batches_agree(path)
+        offset = 2 if fmt == "csv" else 1
+        for index in range(len(items)):
+            yield reasons.get(index + offset)
+
+    return run
+
+
 def _csv_seeds() -> tuple[bytes, ...]:
     out = []
     for t in _trades()[:1000]:
@@ -473,11 +539,11 @@ def _csv_seeds() -> tuple[bytes, ...]:
     return tuple(out)
 
 
-def _parquet(items: list[bytes]) -> Iterator[str | None]:
+def _parquet(items: list[bytes], both_ways: bool = False) -> Iterator[str | None]:
     """Each input becomes one row of a Parquet file whose price, qty, id and ts_ms columns get
     types drawn per file (strings, floats, integers, decimals, booleans, bytes); half the rows
     hold valid values for their types, the others mutants: every row yields its trade or a dead
-    letter."""
+    letter (``both_ways``: and the batch path reads the file as the per-trade path does)."""
     from decimal import Decimal
 
     import pyarrow as pa
@@ -521,6 +587,9 @@ def _parquet(items: list[bytes]) -> Iterator[str | None]:
             for letter in item.rejected:
                 assert letter.reason in REASONS
                 reasons[int(letter.source["line"])] = letter.reason
+        if both_ways:
+            _batches_agree(path)
+            _batches_agree(path, venue="binance-us")
     for index in range(len(items)):
         yield reasons.get(index + 1)
 
@@ -599,8 +668,16 @@ def targets() -> list[Target]:
             chunk=500,
         ),
         Target("replay-ndjson", _trade_messages, _replay("ndjson", None, "t.jsonl"), chunk=500),
+        Target("replay-batches", _trade_messages, _replay_batches("ndjson"), chunk=500),
         Target("replay-csv", _csv_seeds, _replay("csv", None, "t.csv"), chunk=500),
         Target("replay-parquet", _csv_seeds, _parquet, chunk=200),
+        Target("replay-batches-csv", _csv_seeds, _replay_batches("csv"), chunk=500),
+        Target(
+            "replay-batches-parquet",
+            _csv_seeds,
+            lambda items: _parquet(items, both_ways=True),
+            chunk=200,
+        ),
     ]
 
 
