@@ -13,6 +13,8 @@ def test_consumers_wait_briefly_for_data_and_the_flow_reads_ahead_two_polls() ->
     flow = consumer_config(Connection("127.0.0.1:9092"), "g", read_ahead(10_000))
     assert flow["queued.min.messages"] == 20_000
     assert flow["queued.max.messages.kbytes"] == 8_192
+    # A full queue must not postpone the next fetch by librdkafka's default second.
+    assert flow["fetch.queue.backoff.ms"] == 5
 
 
 def test_the_users_properties_win_over_every_default_but_the_group() -> None:
