@@ -33,8 +33,13 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from bench.throughput import ceiling_batch, produce, save_results
-from candlewax.broker import EmbeddedBroker
+from bench.throughput import (
+    add_broker_arguments,
+    ceiling_batch,
+    produce,
+    save_results,
+    start_broker,
+)
 from candlewax.codec.columns import decode_batch
 from candlewax.settings import Settings
 from candlewax.topics import ensure_topics
@@ -93,14 +98,9 @@ def main() -> int:
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--symbols", type=int, nargs="+", default=[10, 1_000])
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (median reported)")
-    parser.add_argument("--engine", default="tansu")
-    parser.add_argument("--bootstrap-servers", default=None)
+    add_broker_arguments(parser)
     args = parser.parse_args()
-    broker = None
-    bootstrap = args.bootstrap_servers
-    if bootstrap is None:
-        broker = EmbeddedBroker(args.engine)
-        bootstrap = broker.start()
+    broker, bootstrap = start_broker(args)
     print(f"{args.trades:,} trades per case, broker {args.engine if broker else bootstrap}")
     print(
         f"{'symbols':>8} {'archive/s':>11} {'kernel/s':>11} {'÷kernel':>8} {'kafka/s':>10} "

@@ -41,8 +41,7 @@ from typing import Any
 
 import orjson
 
-from bench.throughput import save_results
-from candlewax.broker import EmbeddedBroker
+from bench.throughput import add_broker_arguments, save_results, start_broker
 from candlewax.cli.flow import flow_command, flow_env
 from candlewax.codec import Since, Trade
 from candlewax.settings import Settings
@@ -158,7 +157,7 @@ def run_rate(
             except subprocess.TimeoutExpired:
                 flow.kill()
                 flow.wait()
-        _drain_until_quiet(stop, produced["end_wall"])
+        _drain_until_quiet(stop)
         measurer.join(30)
         records = orjson.loads(Path(arrivals).read_bytes())
     return _latencies(records, produced, warmup, settings.lateness_ms, rate)
@@ -170,7 +169,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _drain_until_quiet(stop: Any, end_wall: float) -> None:
+def _drain_until_quiet(stop: Any) -> None:
     """The measurer keeps reading for a second after the flow stopped (records in flight)."""
     deadline = time.time() + 1.0
     while time.time() < deadline:
@@ -285,14 +284,9 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="librdkafka properties for every client of the flow and of the publisher",
     )
-    parser.add_argument("--engine", default="tansu")
-    parser.add_argument("--bootstrap-servers", default=None)
+    add_broker_arguments(parser)
     args = parser.parse_args()
-    broker = None
-    bootstrap = args.bootstrap_servers
-    if bootstrap is None:
-        broker = EmbeddedBroker(args.engine)
-        bootstrap = broker.start()
+    broker, bootstrap = start_broker(args)
     results = []
     print(
         f"{args.symbols} symbols, {args.seconds:.0f} s per rate ({args.warmup:.0f} s warm-up left "

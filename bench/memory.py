@@ -50,14 +50,13 @@ from types import FrameType
 from typing import Any
 
 import polars as pl
-from confluent_kafka import Producer
 
 from bench.scaling import CLI, PARTITIONS, children, environment
-from bench.throughput import save_results
+from bench.throughput import produce, save_results
 from candlewax.broker import EmbeddedBroker, free_port
 from candlewax.settings import Settings
 from candlewax.topics import ensure_topics
-from connectors.synthetic import DEFAULT_START_MS, SyntheticMarket
+from connectors.synthetic import DEFAULT_START_MS
 
 LIMIT = 0.10  # the requirement: RSS after warm-up within 10 % of the RSS at its end
 METRIC = re.compile(r"^(candlewax_\w+)(?:\{([^}]*)\})? ([-+.\deE]+|NaN)$", re.M)
@@ -73,37 +72,6 @@ class Sample:
     trades: int | None  # consumed so far (metrics), None before the endpoint answers
     watermark_s: float | None = None  # newest watermark over the partitions (event time)
     open_windows: dict[str, int] = field(default_factory=dict)  # per interval, all partitions
-
-
-def produce(settings: Settings, symbols: int, n: int, span_s: float, start_ms: int) -> int:
-    """``n`` single-trade messages over ``span_s`` of event time, streamed in 50 000-trade
-    chunks (as bench.throughput.produce, whose span is fixed at 10 minutes)."""
-    market = SyntheticMarket(symbols, seed=11, start_ms=start_ms, trades_per_second=n / span_s)
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 20,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 1_000_000,
-        }
-    )
-    topic = settings.topic("trades")
-    messages = 0
-    for chunk in market.encoded(n, batch_size=50_000):
-        for key, value, ts in chunk:
-            while True:
-                try:
-                    producer.produce(topic, value, key, timestamp=ts)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            messages += 1
-        producer.poll(0)
-    if producer.flush(300):
-        raise RuntimeError("benchmark trades were not all delivered")
-    return messages
 
 
 def status_mb(pid: int) -> dict[str, float]:
@@ -320,7 +288,10 @@ def main() -> int:
         )
         ensure_topics(settings)
         t = time.perf_counter()
-        produce(settings, args.symbols, args.trades, args.span_hours * 3600, args.start_ms)
+        produce(
+            settings, args.symbols, args.trades,
+            span_s=args.span_hours * 3600, start_ms=args.start_ms, flush_s=300,
+        )  # fmt: skip
         produce_s = time.perf_counter() - t
         topic_broker_mb = status_mb(broker_pid).get("VmRSS", 0.0)
         print(

@@ -35,8 +35,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from bench.throughput import SPAN_S, ceiling, flow, save_results
-from candlewax.broker import EmbeddedBroker
+from bench.throughput import SPAN_S, add_broker_arguments, ceiling, flow, save_results, start_broker
 from candlewax.cli.common import publish, replay_items
 from candlewax.kafka import producer_config
 from candlewax.settings import Settings
@@ -143,15 +142,10 @@ def main() -> int:
     parser.add_argument(
         "--no-per-trade", action="store_true", help="skip the per-trade replay path (before)"
     )
-    parser.add_argument("--engine", default="tansu")
-    parser.add_argument("--bootstrap-servers", default=None)
+    add_broker_arguments(parser)
     args = parser.parse_args()
 
-    broker = None
-    bootstrap = args.bootstrap_servers
-    if bootstrap is None:
-        broker = EmbeddedBroker(args.engine)
-        bootstrap = broker.start()
+    broker, bootstrap = start_broker(args)
     times: dict[str, list[float]] = {
         k: [] for k in ("produce", "consume", "consume_loads", "replay", "per_trade", "flow")
     }

@@ -42,14 +42,25 @@ from candlewax.broker import EmbeddedBroker
 from candlewax.codec.columns import decode_batch
 from candlewax.settings import Settings
 from candlewax.topics import ensure_topics
-from connectors.synthetic import SyntheticMarket
+from connectors.synthetic import DEFAULT_START_MS, SyntheticMarket
 from flows.barmath import BarState
 
 SPAN_S = 600  # event time covered by the generated trades: 10 minutes
 
 
-def produce(settings: Settings, symbols: int, n: int, per_message: int) -> int:
-    market = SyntheticMarket(symbols, seed=11, trades_per_second=n / SPAN_S)
+def produce(
+    settings: Settings,
+    symbols: int,
+    n: int,
+    per_message: int = 1,
+    *,
+    span_s: float = SPAN_S,
+    start_ms: int = DEFAULT_START_MS,
+    flush_s: float = 120,
+) -> int:
+    """``n`` trades of the synthetic market (seed 11) over ``span_s`` of event time from
+    ``start_ms``, streamed to ``trades`` in 50 000-trade chunks; returns the messages written."""
+    market = SyntheticMarket(symbols, seed=11, start_ms=start_ms, trades_per_second=n / span_s)
     producer = Producer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
@@ -72,7 +83,7 @@ def produce(settings: Settings, symbols: int, n: int, per_message: int) -> int:
                     producer.poll(0.05)
             messages += 1
         producer.poll(0)
-    if producer.flush(120):
+    if producer.flush(flush_s):
         raise RuntimeError("benchmark trades were not all delivered")
     return messages
 
@@ -80,9 +91,7 @@ def produce(settings: Settings, symbols: int, n: int, per_message: int) -> int:
 def ceiling(settings: Settings) -> tuple[float, int]:
     """Seconds to consume + decode the whole topic, and trades seen."""
     topic = settings.topic("trades")
-    consumer = Consumer(_ceiling_config(settings))
-    parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    consumer, parts = _assigned(settings, topic)
     done: set[int] = set()
     trades = 0
     loads = orjson.loads
@@ -105,9 +114,7 @@ def ceiling_batch(settings: Settings, batch_max: int = 10_000) -> tuple[float, i
     vectorized call (``pl.read_ndjson`` of the joined values; arrays: one ``pl.read_json``):
     the least a Python consumer that works on columns must do."""
     topic = settings.topic("trades")
-    consumer = Consumer(_ceiling_config(settings))
-    parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    consumer, parts = _assigned(settings, topic)
     done: set[int] = set()
     trades = 0
     start = time.perf_counter()
@@ -127,14 +134,36 @@ def ceiling_batch(settings: Settings, batch_max: int = 10_000) -> tuple[float, i
     return elapsed, trades
 
 
-def _ceiling_config(settings: Settings) -> dict[str, object]:
-    return {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": f"bench-{uuid.uuid4().hex}",
-        "enable.partition.eof": True,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    }
+def _assigned(settings: Settings, topic: str) -> tuple[Consumer, list[int]]:
+    """A bare consumer (EOF events on) assigned every partition of ``topic`` from offset 0."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    return consumer, parts
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` (the embedded broker's) and ``--bootstrap-servers`` (any Kafka instead)."""
+    parser.add_argument("--engine", default="tansu")
+    parser.add_argument("--bootstrap-servers", default=None)
+
+
+def start_broker(args: argparse.Namespace) -> tuple[EmbeddedBroker | None, str]:
+    """The embedded broker of ``args.engine`` started, unless ``args.bootstrap_servers``
+    names one; returns it (None for a given one: the caller stops only its own) and the
+    bootstrap servers."""
+    if args.bootstrap_servers is not None:
+        return None, args.bootstrap_servers
+    broker = EmbeddedBroker(args.engine)
+    return broker, broker.start()
 
 
 def flow(settings: Settings) -> float:
@@ -213,15 +242,9 @@ def main() -> int:
     parser.add_argument("--per-message", type=int, default=1, help="trades per Kafka message")
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (median reported)")
-    parser.add_argument("--engine", default="tansu")
-    parser.add_argument("--bootstrap-servers", default=None)
+    add_broker_arguments(parser)
     args = parser.parse_args()
-
-    broker = None
-    bootstrap = args.bootstrap_servers
-    if bootstrap is None:
-        broker = EmbeddedBroker(args.engine)
-        bootstrap = broker.start()
+    broker, bootstrap = start_broker(args)
     results = []
     print(
         f"{args.trades:,} trades per case, {args.per_message} per message, "

@@ -366,8 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--deadline-s", type=float, default=600.0, help="per peer run")
     options = parser.parse_args(argv)
 
-    from bench.throughput import SPAN_S, produce, save_results
-    from candlewax.broker import EmbeddedBroker
+    from bench.throughput import SPAN_S, produce, save_results, start_broker
     from candlewax.settings import Settings
     from candlewax.topics import ensure_topics
     from tests.reference import reference_bars
@@ -385,11 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures[key] = {"error": f"virtual environment: {exc}"}
             print(f"{peer.name}: cannot build its virtual environment: {exc}", flush=True)
 
-    broker = None
-    bootstrap = options.bootstrap_servers
-    if bootstrap is None:
-        broker = EmbeddedBroker(options.engine)
-        bootstrap = broker.start()
+    broker, bootstrap = start_broker(options)
     runs: dict[str, list[dict[str, Any]]] = {"candlewax": [], **{k: [] for k in pythons}}
     try:
         prefix = f"peers{uuid.uuid4().hex[:8]}."
