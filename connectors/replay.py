@@ -65,7 +65,7 @@ from candlewax.codec import (
     Trade,
     decode_record,
 )
-from candlewax.codec.columns import file_trades
+from candlewax.codec.columns import file_trades, trade_values
 from candlewax.codec.strictjson import loads
 from candlewax.errors import CandlewaxError, ConfigError, ParseError
 from connectors.binance import TRADE_CHANNELS, VENUES, Binance, for_venue, stream_channel
@@ -814,25 +814,7 @@ def _message(
 ) -> pl.Expr:
     """``Trade.encode()`` of each row's fields as text (``side`` and ``recv_ms`` null when
     absent), or "" where ``plain`` is false or a field is missing: no canonical trade."""
-    text = pl.concat_str(
-        pl.lit('{"v":1,"venue":"'),
-        venue,
-        pl.lit('","symbol":"'),
-        symbol,
-        pl.lit('","id":"'),
-        id,
-        pl.lit('","price":"'),
-        price,
-        pl.lit('","qty":"'),
-        qty,
-        pl.lit('","side":'),
-        pl.concat_str(pl.lit('"'), side, pl.lit('"')).fill_null("null"),
-        pl.lit(',"ts_ms":'),
-        ts_ms,
-        pl.lit(',"recv_ms":'),
-        recv_ms.fill_null("null"),
-        pl.lit("}"),
-    )
+    text = trade_values(venue, symbol, id, price, qty, side, ts_ms, recv_ms)
     return pl.when(plain.fill_null(False)).then(text).otherwise(pl.lit("")).fill_null("")
 
 
