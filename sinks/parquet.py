@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 PRICE = pl.Decimal(38, DECIMALS)
 QUOTE = pl.Decimal(38, QUOTE_DECIMALS)
+DAY_MS = 86_400_000
+#: Rows per Parquet row group. Polars encodes a file one row group at a time, so this bounds
+#: the memory a write takes on top of the frame: a 100 000-trade archive block in one group
+#: took ~14 MB more while writing, in 16 384-row groups ~7 MB (readers see no difference).
+ROW_GROUP = 16_384
 
 
 def _bar_type(name: str) -> pl.DataType:
@@ -124,12 +129,12 @@ def write_atomic(frame: pl.DataFrame, path: Path | ObjectPath) -> None:
     of the whole file (an object is visible only once its upload completes)."""
     if isinstance(path, ObjectPath):
         buffer = io.BytesIO()
-        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        frame.write_parquet(buffer, compression="zstd", statistics=True, row_group_size=ROW_GROUP)
         path.write_bytes(buffer.getvalue())
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    frame.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=ROW_GROUP)
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -256,21 +261,25 @@ def write_trade_block(
     """
     root = data_dir / "trades"
     name = f"part-{partition:03d}-{block_start:012d}-{last_offset:012d}.parquet"
-    frame = archive_frame(rows, partition).with_columns(
-        _date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d")
-    )
+    frame = archive_frame(rows, partition)
     written: list[Any] = []
-    # One (venue, date) is the common block: no regrouping copy. Rows stay in log order (the
-    # trades of one array message share an offset and keep their order).
-    keys = frame.select("venue", "_date").unique()
-    groups: Iterable[tuple[tuple[Any, ...], pl.DataFrame]] = (
-        [(keys.row(0), frame)]
-        if keys.height == 1
-        else frame.group_by(["venue", "_date"], maintain_order=True)
-    )
+    # One (venue, date) is the common block: no date strings for every row, no regrouping copy.
+    # Rows stay in log order (the trades of one array message share an offset and keep it).
+    days = frame.select(lo=pl.col("ts_ms").min() // DAY_MS, hi=pl.col("ts_ms").max() // DAY_MS)
+    groups: Iterable[tuple[tuple[Any, ...], pl.DataFrame]]
+    if frame["venue"].n_unique() == 1 and days["lo"][0] == days["hi"][0]:
+        date = datetime.fromtimestamp(days["lo"][0] * DAY_MS / 1000, UTC).strftime("%Y-%m-%d")
+        groups = [((frame["venue"][0], date), frame)]
+    else:
+        dated = frame.with_columns(
+            _date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d")
+        )
+        groups = (
+            (key, part.drop("_date"))
+            for key, part in dated.group_by(["venue", "_date"], maintain_order=True)
+        )
     for (venue, date), part in groups:
         path = safe_path(data_dir, "trades", f"venue={venue}", f"date={date}", name)
-        part = part.drop("_date")
         if not part["offset"].is_sorted():
             part = part.sort("offset", maintain_order=True)
         write_atomic(part, path)

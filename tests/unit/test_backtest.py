@@ -69,3 +69,51 @@ def test_the_archive_is_read_column_wise_and_a_damaged_file_like_a_topic(tmp_pat
     assert batch.rows is None and len(batch.values) == 32 and batch.offsets[-1] == 101
     decoded = decode_batch(batch.values, batch.offsets)  # type: ignore[arg-type]
     assert [(batch.offsets[i], r.reason) for i, r in decoded.rejected] == [(101, "bad_name")]
+
+
+def test_an_archive_block_is_one_file_per_venue_and_utc_date(tmp_path: Path) -> None:
+    """Trades of one block over two venues and across UTC midnight: one file per (venue, date)
+    with that pair's trades in log order; a block of one venue and one date: one file. The dates
+    are the trades' own, formatted here by the standard library."""
+    midnight = T0 + 86_400_000  # 2024-08-02T00:00:00Z
+    times = [midnight - 2_000, midnight - 1, midnight, midnight + 5_000, midnight - 1_000]
+    trades = [
+        Trade("binance" if i % 2 else "okx", "BTCUSDT", str(i), "100.5", "0.25", None, ts, None)
+        for i, ts in enumerate(times)
+    ]
+    rows = decode_batch([t.encode() for t in trades], list(range(len(trades)))).rows
+    assert rows is not None
+    write_trade_block(tmp_path, 3, 0, 99_999, rows)
+
+    def day(ts: int) -> str:
+        return datetime.fromtimestamp(ts / 1000, UTC).date().isoformat()
+
+    want: dict[str, list[str]] = {}
+    for t in trades:
+        want.setdefault(f"venue={t.venue}/date={day(t.ts_ms)}", []).append(t.id)
+    got = {
+        str(p.parent.relative_to(tmp_path / "trades")): pl.read_parquet(p)["id"].to_list()
+        for p in (tmp_path / "trades").rglob("*.parquet")
+    }
+    assert got == want and len(got) == 4
+    assert {p.name for p in (tmp_path / "trades").rglob("*.parquet")} == {
+        "part-003-000000000000-000000099999.parquet"
+    }
+
+    one = decode_batch([trades[0].encode(), trades[4].encode()], [100_000, 100_001]).rows
+    assert one is not None
+    write_trade_block(tmp_path, 3, 100_000, 100_001, one)
+    files = list((tmp_path / "trades").rglob("part-003-000000100000-*.parquet"))
+    assert [str(f.parent.relative_to(tmp_path / "trades")) for f in files] == [
+        "venue=okx/date=2024-08-01"
+    ]
+    assert pl.read_parquet(files[0])["offset"].to_list() == [100_000, 100_001]
+    # One venue across midnight: still one file per date.
+    two_days = decode_batch([trades[0].encode(), trades[2].encode()], [200_000, 200_001]).rows
+    assert two_days is not None
+    write_trade_block(tmp_path, 3, 200_000, 200_001, two_days)
+    files = sorted((tmp_path / "trades").rglob("part-003-000000200000-*.parquet"))
+    assert [str(f.parent.relative_to(tmp_path / "trades")) for f in files] == [
+        "venue=okx/date=2024-08-01",
+        "venue=okx/date=2024-08-02",
+    ]
