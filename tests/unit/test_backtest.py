@@ -12,7 +12,7 @@ from candlewax.codec import Trade
 from candlewax.codec.columns import decode_batch
 from candlewax.errors import ConfigError
 from flows.backtest import ArchiveSource, Progress, parse_time
-from sinks.parquet import archive_frame, write_trade_block
+from sinks.parquet import TRADE_PARQUET_SCHEMA, archive_frame, write_trade_block
 
 T0 = 1_722_470_400_000  # 2024-08-01T00:00:00Z
 
@@ -71,10 +71,15 @@ def test_the_archive_is_read_column_wise_and_a_damaged_file_like_a_topic(tmp_pat
     assert [(batch.offsets[i], r.reason) for i, r in decoded.rejected] == [(101, "bad_name")]
 
 
-def test_an_archive_block_is_one_file_per_venue_and_utc_date(tmp_path: Path) -> None:
+@pytest.mark.parametrize("filter_groups", [4, 0], ids=["filtered-in-turn", "grouped"])
+def test_an_archive_block_is_one_file_per_venue_and_utc_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filter_groups: int
+) -> None:
     """Trades of one block over two venues and across UTC midnight: one file per (venue, date)
     with that pair's trades in log order; a block of one venue and one date: one file. The dates
-    are the trades' own, formatted here by the standard library."""
+    are the trades' own, formatted here by the standard library. Both ways of splitting a block
+    (few pairs filtered out in turn, many grouped in one pass) give the same files."""
+    monkeypatch.setattr("sinks.parquet.FILTER_GROUPS", filter_groups)
     midnight = T0 + 86_400_000  # 2024-08-02T00:00:00Z
     times = [midnight - 2_000, midnight - 1, midnight, midnight + 5_000, midnight - 1_000]
     trades = [
@@ -96,6 +101,8 @@ def test_an_archive_block_is_one_file_per_venue_and_utc_date(tmp_path: Path) -> 
         for p in (tmp_path / "trades").rglob("*.parquet")
     }
     assert got == want and len(got) == 4
+    for path in (tmp_path / "trades").rglob("*.parquet"):
+        assert pl.read_parquet(path).schema == TRADE_PARQUET_SCHEMA
     assert {p.name for p in (tmp_path / "trades").rglob("*.parquet")} == {
         "part-003-000000000000-000000099999.parquet"
     }
