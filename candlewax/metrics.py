@@ -233,6 +233,57 @@ NOTIFY_DEAD_LETTERED = Counter(
     ["channel", "reason"],
 )
 
+# The gateway (candlewax serve).
+GATEWAY_CONNECTIONS = Gauge(
+    "candlewax_gateway_connections", "Open WebSocket connections of the gateway."
+)
+GATEWAY_SUBSCRIPTIONS = Gauge(
+    "candlewax_gateway_subscriptions",
+    "Streams subscribed, over every connection, by kind.",
+    ["kind"],
+)
+GATEWAY_MESSAGES = Counter(
+    "candlewax_gateway_messages_total",
+    "Messages the gateway sent to clients, by stream kind (kline, trade, ticker, all_tickers, "
+    "alert, all_alerts, user, reply).",
+    ["kind"],
+)
+GATEWAY_REPLACED = Counter(
+    "candlewax_gateway_replaced_total",
+    "Unsent kline and ticker values a newer value of the same stream replaced (a slow client "
+    "gets the newest, not every one).",
+    ["kind"],
+)
+GATEWAY_DISCONNECTS = Counter(
+    "candlewax_gateway_disconnects_total",
+    "Connections the gateway closed or refused, by reason (slow_client, rate_limit, "
+    "too_many_connections, origin, ping_timeout, bad_request).",
+    ["reason"],
+)
+GATEWAY_PUSH_SECONDS = Histogram(
+    "candlewax_gateway_push_seconds",
+    "From a record's Kafka timestamp to its message being written to a client's socket.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, float("inf")),
+)
+GATEWAY_RECORDS = Counter(
+    "candlewax_gateway_records_total",
+    "Kafka records the gateway read, by topic and outcome (ok, rejected).",
+    ["topic", "outcome"],
+)
+GATEWAY_REQUESTS = Counter(
+    "candlewax_gateway_requests_total",
+    "REST requests by route and status code.",
+    ["route", "status"],
+)
+GATEWAY_LOGINS = Counter(
+    "candlewax_gateway_logins_total",
+    "Logins to the private user stream by outcome (ok, bad_signature, unknown_key, stale, "
+    "bad_request, disabled).",
+    ["outcome"],
+)
+
+
 # Market view: per-symbol gauges, for a bounded set of symbols only (``metric_symbols_max``).
 BAR_CLOSE = Gauge(
     "candlewax_bar_close",

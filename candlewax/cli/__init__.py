@@ -11,6 +11,7 @@
     candlewax backtest --from T --to T --out DIR              replay a time range, with a report
     candlewax bars tail | alerts tail                         print the bars / alerts topic
     candlewax notify [--console] [--from-beginning]           alerts → Telegram, WeCom, webhooks
+    candlewax serve [--host H] [--port N]                     the market-data gateway and chart page
     candlewax demo [--replay PATH] [--exit-when-done]         all of the above, one command
 
 Settings come from ``--config FILE`` < ``CANDLEWAX_*`` environment < flags, checked once
@@ -49,6 +50,7 @@ COMMANDS = {
     "bars_tail": commands.cmd_bars_tail,
     "alerts_tail": commands.cmd_alerts_tail,
     "notify": commands.cmd_notify,
+    "serve": commands.cmd_serve,
     "demo": cmd_demo,
 }
 

@@ -296,3 +296,13 @@ def cmd_notify(args: argparse.Namespace) -> int:
         print(f"notify: {line}", flush=True)
     Notifier(settings, config).run(stop)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The gateway on uvicorn (docs/gateway.md, "Server"), until SIGINT/SIGTERM."""
+    from sinks.gateway.server import run
+
+    settings = require_broker(settings_from(args))
+    ensure_topics(settings)
+    run(settings)
+    return 0

@@ -202,6 +202,13 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     setting(p, "--from-beginning", "notify.start", "a new consumer group starts at the oldest alert (default: only new alerts)", action="store_const", const="earliest")  # fmt: skip
     p.add_argument("--console", action="store_true", help="also print every alert to stdout")
 
+    p = command("serve", "the market-data gateway: WebSocket streams, klines API, chart page")
+    _kafka(p)
+    _data(p)
+    setting(p, "--host", "gateway.host", "address to listen on (default 127.0.0.1)")
+    setting(p, "--port", "gateway.port", "port of streams, REST, page and /metrics (default 8080)", type=int)  # fmt: skip
+    setting(p, "--default-venue", "gateway.default_venue", "venue of streams that name none (default binance)")  # fmt: skip
+
     p = command("demo", "broker + market + flow + console, one command")
     _kafka(p)
     _data(p)

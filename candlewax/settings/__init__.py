@@ -47,6 +47,7 @@ from candlewax.errors import ConfigError
 from candlewax.logs import SECRETS
 from candlewax.settings.alerts import RULES, AlertRules
 from candlewax.settings.cluster import ClusterSettings, RecoverySettings
+from candlewax.settings.gateway import GatewaySettings
 from candlewax.settings.notify import NotifySettings
 from candlewax.settings.types import (
     CommaList,
@@ -70,6 +71,7 @@ __all__ = [
     "SETTINGS_ENV",
     "AlertRules",
     "ClusterSettings",
+    "GatewaySettings",
     "NotifySettings",
     "RecoverySettings",
     "Secret",
@@ -215,6 +217,8 @@ class Settings(BaseSettings):
     alerts: AlertRules = Field(default_factory=AlertRules)
     #: Notifier channels, routes and delivery (docs/alerts.md).
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    #: The market-data gateway, ``candlewax serve`` (docs/gateway.md).
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     #: Base URLs of the Telegram Bot API and the WeCom robot API (proxies, tests).
     telegram_api_url: Annotated[str, Field(pattern=r"^https?://")] = "https://api.telegram.org"
     wecom_api_url: Annotated[str, Field(pattern=r"^https?://")] = "https://qyapi.weixin.qq.com"

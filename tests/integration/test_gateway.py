@@ -1,0 +1,156 @@
+"""The gateway against the real broker and the real flow: trades, forming and closed klines,
+tickers and alerts over real WebSocket connections, and the REST API, compared with an
+independent Decimal computation and with the flow's own records."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cache
+
+import httpx
+import orjson
+import pytest
+from bytewax.testing import run_main
+
+from candlewax.codec import Alert, Bar, Trade
+from candlewax.settings import Settings
+from connectors.producer import TradeProducer
+from connectors.replay import iter_file
+from flows.bars import build_flow
+from tests.conftest import BTCUSDT_GZ
+from tests.gateway_client import Reader, running_gateway
+from tests.kafka_read import read_topic
+from tests.reference import reference_bars, reference_range_alerts
+
+pytestmark = pytest.mark.integration
+
+#: Bar fields that are decimals, vwap last (Binance's klines have none).
+DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume", "buy_volume",
+            "buy_quote_volume", "vwap")  # fmt: skip
+RULES = {"range": {"1m": 0.001}, "move": {}, "zscore": {}, "cooldown_ms": 0}
+
+
+@cache
+def btcusdt() -> tuple[Trade, ...]:
+    return tuple(t for item in iter_file(BTCUSDT_GZ) for t in item.trades)
+
+
+def publish(settings: Settings, trades: list[Trade]) -> None:
+    with TradeProducer(settings.connection, settings.topic("trades")) as producer:
+        for i in range(0, len(trades), 200):
+            producer.send(trades[i : i + 200])
+
+
+def kline_fields(k: dict) -> dict:
+    """A kline event's bar, as the flow's bar fields (Decimal where decimal)."""
+    out = {
+        "start_ms": k["t"],
+        "end_ms": k["T"] + 1,
+        "trades": k["n"],
+        "first_id": None if k["f"] == -1 else str(k["f"]),
+        "last_id": None if k["L"] == -1 else str(k["L"]),
+    }
+    names = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume",
+             "q": "quote_volume", "V": "buy_volume", "Q": "buy_quote_volume", "vwap": "vwap"}  # fmt: skip
+    out.update({name: Decimal(k[short]) for short, name in names.items()})
+    return out
+
+
+def reference(trades: list[Trade], interval: str) -> dict:
+    (bar,) = reference_bars(trades, interval)
+    keep = ("start_ms", "end_ms", "trades", "first_id", "last_id", "open", "high", "low",
+            "close", "volume", "quote_volume", "buy_volume", "buy_quote_volume", "vwap")  # fmt: skip
+    return {k: bar[k] for k in keep}
+
+
+def test_streams_carry_trades_forming_and_closed_bars_tickers_and_alerts(settings: Settings) -> None:  # fmt: skip
+    trades = list(btcusdt())
+    cut = len(trades) * 2 // 3
+    first, rest = trades[:cut], trades[cut:]
+    streams = "btcusdt@kline_1m/binance:btcusdt@kline_5m/binance:btcusdt@trade/binance:btcusdt@ticker/!alert"  # fmt: skip
+    with (
+        running_gateway(settings, push_interval_ms=100) as base,
+        Reader(base.replace("http", "ws") + f"/stream?streams={streams}") as client,
+    ):
+        publish(settings, first)
+
+        def of(stream: str) -> list[dict]:
+            """The stream's events; trades merged into one message (a slow reader) unpacked."""
+            out: list[dict] = []
+            for m in client.messages:
+                if m.get("stream") == stream:
+                    out.extend(m["data"] if isinstance(m["data"], list) else [m["data"]])
+            return out
+
+        # Every trade, in order, with the venue's numbers.
+        client.wait(lambda _: len(of("binance:btcusdt@trade")) >= len(first))
+        got = of("binance:btcusdt@trade")
+        assert [(str(m["t"]), m["p"], m["q"], m["T"], m["m"]) for m in got] == [
+            (t.id, t.price, t.qty, t.ts_ms, t.side == "sell") for t in first
+        ]
+        # The forming bars of the newest 1m and 5m windows equal an independent computation
+        # over the trades so far (no closed bar has come: the flow is not running yet).
+        last = first[-1].ts_ms
+        for stream, interval, length in (("btcusdt@kline_1m", "1m", 60_000), ("binance:btcusdt@kline_5m", "5m", 300_000)):  # fmt: skip
+            window = [t for t in first if t.ts_ms - t.ts_ms % length == last - last % length]
+            want = reference(window, interval)
+
+            def forming(_: list, stream: str = stream, want: dict = want) -> dict | None:
+                done = [m for m in of(stream) if m["k"]["n"] == want["trades"]]
+                return done[-1] if done else None
+
+            event = client.wait(forming)
+            assert event["k"]["x"] is False and event["k"]["i"] == interval
+            assert kline_fields(event["k"]) == want
+        # The ticker: the day so far, from the same minutes.
+        ticker = client.wait(lambda _: next((m for m in reversed(of("binance:btcusdt@ticker")) if m["n"] == len(first)), None))  # fmt: skip
+        assert Decimal(ticker["o"]) == Decimal(first[0].price)
+        assert Decimal(ticker["c"]) == Decimal(first[-1].price)
+        assert Decimal(ticker["h"]) == max(Decimal(t.price) for t in first)
+        assert Decimal(ticker["v"]) == sum(Decimal(t.qty) for t in first)
+        change = (
+            (Decimal(first[-1].price) - Decimal(first[0].price)) * 100 / Decimal(first[0].price)
+        )
+        assert Decimal(ticker["P"]) == change.quantize(Decimal("0.001"), ROUND_HALF_EVEN)
+
+        # Now the rest, and the real flow over all of it: every closed bar on the streams is the
+        # flow's bar on `bars`, field for field; every alert on `alerts` arrives on !alert.
+        publish(settings, rest)
+        run_main(build_flow(settings.replace(alerts=RULES)))
+        bars = [Bar.decode(v) for *_, v in read_topic(settings.bootstrap_servers, settings.topic("bars"))]  # fmt: skip
+        alerts = [Alert.decode(v) for *_, v in read_topic(settings.bootstrap_servers, settings.topic("alerts"))]  # fmt: skip
+        assert alerts  # the capture moves more than 0.1 % in a minute
+        for stream, interval in (("btcusdt@kline_1m", "1m"), ("binance:btcusdt@kline_5m", "5m")):
+            flow = [b for b in bars if b.interval == interval]
+            n = len(flow)
+            client.wait(lambda _, s=stream, n=n: len([m for m in of(s) if m["k"]["x"]]) >= n)
+            closed = [m for m in of(stream) if m["k"]["x"]]
+            assert len(closed) == len(flow)
+            for event, bar in zip(closed, flow, strict=True):
+                k = event["k"]
+                assert (event["s"], event["venue"], k["i"]) == (bar.symbol, bar.venue, interval)
+                assert k["complete"] == bar.complete and k["gaps"] == bar.gaps
+                plain = ("start_ms", "end_ms", "trades", "first_id", "last_id")
+                assert kline_fields(k) == {
+                    **{n: getattr(bar, n) for n in plain},
+                    **{n: Decimal(getattr(bar, n)) for n in DECIMALS},
+                }
+                # ... and spelled exactly as the flow spells it.
+                assert (k["o"], k["q"], k["vwap"]) == (bar.open, bar.quote_volume, bar.vwap)
+        client.wait(lambda _: len(of("!alert")) >= len(alerts))
+        assert [m["id"] for m in of("!alert")] == [a.id for a in alerts]
+        want = reference_range_alerts(trades, "1m", Decimal("0.001"))
+        assert [(m["window_start_ms"], m["ts_ms"]) for m in of("!alert")] == [(s, ts) for s, ts, _ in want]  # fmt: skip
+
+        # REST: the flow's Parquet bars as Binance's arrays, equal to the reference.
+        rows = httpx.get(f"{base}/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1m"}).json()  # fmt: skip
+        ref = reference_bars(trades, "1m")
+        assert [r[0] for r in rows] == [b["start_ms"] for b in ref]
+        for row, b in zip(rows, ref, strict=True):
+            assert row[6] == b["end_ms"] - 1 and row[8] == b["trades"] and row[11] == "0"
+            assert [Decimal(x) for x in (*row[1:6], row[7], row[9], row[10])] == [
+                b[n] for n in DECIMALS[:-1]
+            ]
+        assert orjson.loads(orjson.dumps(rows)) == rows
+        got = httpx.get(f"{base}/api/v1/alerts", params={"symbol": "binance:BTCUSDT"}).json()
+        assert [a["id"] for a in got] == [a.id for a in alerts]
