@@ -26,12 +26,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_gateway(settings: Settings, **gateway: Any) -> Iterator[str]:
-    """The gateway of ``settings`` (``gateway``: settings of [gateway] to change) until the block
-    ends; yields its base URL once /healthz answers 200."""
+def running_gateway(settings: Settings, feed: bool = True, **gateway: Any) -> Iterator[str]:
+    """The gateway of ``settings`` (``gateway``: settings of [gateway] to change; ``feed=False``:
+    no Kafka) until the block ends; yields its base URL once /healthz answers 200."""
     port = free_port()
-    settings = settings.replace(gateway=settings.gateway.model_copy(update={"port": port, **gateway}))  # fmt: skip
-    server = uvicorn.Server(config(settings))
+    values = {**settings.gateway.model_dump(), "port": port, **gateway}
+    settings = settings.replace(gateway=values)
+    server = uvicorn.Server(config(settings, feed))
     thread = threading.Thread(target=server.run, name="test-gateway", daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -56,7 +57,7 @@ class Reader:
     """A WebSocket client that keeps every message it has read."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
-        self.ws: ClientConnection = connect(url, open_timeout=10, **kwargs)
+        self.ws: ClientConnection = connect(url, open_timeout=10, **kwargs).__enter__()
         self.messages: list[Any] = []
 
     def send(self, obj: Any) -> None:

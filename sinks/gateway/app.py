@@ -53,6 +53,8 @@ from sinks.gateway.streams import Stream, StreamError, parse_stream
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 _BAD_ORIGIN = (1008, "origin not allowed")
+#: How long a closing connection's writer may take to send its close frame.
+_CLOSE_GRACE_S = 2.0
 
 
 class Server:
@@ -152,15 +154,18 @@ class Server:
                 with contextlib.suppress(Exception):
                     await ws.close(code, reason)
 
-            writer = asyncio.create_task(write_loop(client, ws.send_text, close))
+            writer = asyncio.create_task(
+                write_loop(client, ws.send_text, close, self.config.ping_timeout_s)
+            )
             reader = asyncio.create_task(self._read(ws, client))
-            done, pending = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            if reader in done and client.closing is None and writer in pending:
-                # The client left: nothing more to write.
-                writer.cancel()
-            else:
-                await asyncio.wait(pending, timeout=5)
-            for task in pending:
+            closing = asyncio.create_task(client.closed.wait())
+            tasks = {writer, reader, closing}
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if client.closing is not None and not writer.done():
+                # The writer sends the close frame, unless it is stuck in a send to a client
+                # that stopped reading: then the connection is given up (uvicorn closes it).
+                await asyncio.wait({writer}, timeout=_CLOSE_GRACE_S)
+            for task in tasks:
                 task.cancel()
         finally:
             hub.leave(client)

@@ -79,6 +79,8 @@ class Client:
     closing: tuple[int, str] | None = None
     user: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set once the client is to be closed (its writer may be stuck in a send)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put(self, text: str, kind: str, source_ms: int, key: tuple[Any, ...] | None) -> None:
         if self.closing is not None:
@@ -145,6 +147,7 @@ class Client:
             self.merging.clear()
             self.plain = 0
             self.wake.set()
+            self.closed.set()
 
 
 class Hub:
@@ -249,15 +252,21 @@ def _wrap(name: str, data: bytes) -> str:
     return wrapped(name, data).decode()
 
 
-async def write_loop(client: Client, send: Any, close: Any) -> None:
+async def write_loop(client: Client, send: Any, close: Any, send_timeout_s: float) -> None:
     """The client's writer: sends its queue in order until it is closed (``send(text)`` and
-    ``close(code, reason)`` are the socket's coroutines)."""
+    ``close(code, reason)`` are the socket's coroutines). A send the client's socket does not
+    take within ``send_timeout_s`` (it stopped reading; the server's buffers are full) closes it
+    as a slow client."""
     while True:
         await client.wake.wait()
         client.wake.clear()
         while client.queue and client.closing is None:
             entry = client.pop()
-            await send(entry.render())
+            try:
+                await asyncio.wait_for(send(entry.render()), send_timeout_s)
+            except TimeoutError:
+                client.close(*SLOW_CLIENT, reason="slow_client")
+                return
             metrics.GATEWAY_MESSAGES.labels(entry.kind).inc()
             if entry.source_ms:
                 metrics.GATEWAY_PUSH_SECONDS.labels(entry.kind).observe(

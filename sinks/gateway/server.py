@@ -20,10 +20,11 @@ log = logging.getLogger(__name__)
 WS_PROTOCOL = "websockets-sansio"
 
 
-def config(settings: Settings) -> uvicorn.Config:
+def config(settings: Settings, feed: bool = True) -> uvicorn.Config:
+    """uvicorn's configuration of the gateway (``feed=False``: no Kafka reader)."""
     g = settings.gateway
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, feed),
         host=g.host,
         port=g.port,
         ws=WS_PROTOCOL,
