@@ -72,7 +72,9 @@ class Reader:
                 return got
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"condition not met; last messages: {self.messages[-3:]}")
+                raise TimeoutError(
+                    f"condition not met; {len(self.messages)} messages, the last: {repr(self.messages[-1:])[:300]}"
+                )
             try:
                 self.messages.append(orjson.loads(self.ws.recv(timeout=min(left, 1.0))))
             except TimeoutError:

@@ -204,19 +204,21 @@ class Market:
             state = self.symbols[(venue, symbol)] = Symbol()
         return state
 
-    def add_trade(self, trade: Trade, source_ms: int = 0) -> bool:
-        """A trade from ``trades``: counted in its forming minute (False: not counted — its minute
-        is closed already, or the id was counted)."""
+    def add_trade(self, trade: Trade, source_ms: int = 0) -> str:
+        """A trade from ``trades``: ``"counted"`` in its forming minute, ``"closed"`` (its minute
+        is closed already: the flow counts it late or as a refill, no forming bar changes) or
+        ``"duplicate"`` (its id was counted in the minute already)."""
         state = self._symbol(trade.venue, trade.symbol)
         start = trade.ts_ms - trade.ts_ms % MINUTE
         if state.closed and start <= state.closed[-1].start_ms:
-            return False
+            return "closed"
         minute = state.forming.get(start)
         if minute is None:
             minute = state.forming[start] = Minute.of_trade(start, trade)
-        counted = minute.add(trade)
+        if not minute.add(trade):
+            return "duplicate"
         minute.source_ms = max(minute.source_ms, source_ms)
-        return counted
+        return "counted"
 
     def add_bar(self, bar: Bar, source_ms: int = 0) -> None:
         """A closed 1m bar from ``bars``: it replaces its forming minute and older ones."""

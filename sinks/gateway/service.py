@@ -77,8 +77,10 @@ class Gateway:
         for bar, ts in batch.bars:
             self._bar(bar, ts, now)
         for trade, ts in batch.trades:
-            if self.market.add_trade(trade, ts):
+            outcome = self.market.add_trade(trade, ts)
+            if outcome == "counted":
                 self.dirty.add((trade.venue, trade.symbol))
+            if outcome != "duplicate":  # every trade of the log once, late ones included
                 channel = f"{trade.venue}:{trade.symbol.lower()}@trade"
                 if self.hub.listened(channel):
                     self.hub.publish(channel, "trade", wire.dumps(wire.trade(trade, now)), ts)

@@ -4,6 +4,11 @@ independent Decimal computation and with the flow's own records."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
 
@@ -11,6 +16,7 @@ import httpx
 import orjson
 import pytest
 from bytewax.testing import run_main
+from prometheus_client import REGISTRY
 
 from candlewax.codec import Alert, Bar, Trade
 from candlewax.settings import Settings
@@ -154,3 +160,68 @@ def test_streams_carry_trades_forming_and_closed_bars_tickers_and_alerts(setting
         assert orjson.loads(orjson.dumps(rows)) == rows
         got = httpx.get(f"{base}/api/v1/alerts", params={"symbol": "binance:BTCUSDT"}).json()
         assert [a["id"] for a in got] == [a.id for a in alerts]
+
+
+def _stalled_client(base: str, path: str) -> socket.socket:
+    """A client that completes the WebSocket handshake and then never reads again."""
+    host, port = base.removeprefix("http://").split(":")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def _disconnects(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value("candlewax_gateway_disconnects_total", {"reason": reason}) or 0.0
+    )
+
+
+def test_a_stalled_client_is_dropped_and_the_others_get_everything(settings: Settings) -> None:
+    """One client stops reading: its queue fills, it is disconnected as a slow client and
+    counted; three fast clients on the same stream receive every trade, in order."""
+    trades = [
+        dataclasses.replace(t, id=str(int(t.id) + round_ * 10**10))
+        for round_ in range(3)
+        for t in btcusdt()
+    ]
+    before = _disconnects("slow_client")
+    with running_gateway(settings, queue_size=40, ping_timeout_s=3.0) as base:
+        ws = base.replace("http", "ws")
+        stalled = _stalled_client(base, "/ws/binance:btcusdt@trade")
+        fast = [Reader(f"{ws}/ws/binance:btcusdt@trade") for _ in range(2)]
+        fast.append(Reader(f"{ws}/stream?streams=btcusdt@trade"))
+        try:
+            publish(settings, trades)
+            with ThreadPoolExecutor(len(fast)) as pool:  # every fast client reads all the time
+                got = list(pool.map(lambda c: c.wait(lambda ms: len(_flat(ms)) >= len(trades) and _flat(ms), 120), fast))  # fmt: skip
+            for events in got:
+                assert [e["t"] for e in events] == [int(t.id) for t in trades]
+
+            def dropped(_: object) -> bool:
+                # counted, and gone; the fast ones stay
+                connections = httpx.get(f"{base}/healthz").json()["connections"]
+                return _disconnects("slow_client") > before and connections == 3
+
+            fast[0].wait(dropped, 30)
+        finally:
+            stalled.close()
+            for client in fast:
+                client.close()
+
+
+def _flat(messages: list) -> list[dict]:
+    out: list[dict] = []
+    for m in messages:
+        data = m.get("data", m) if isinstance(m, dict) else m
+        out.extend(data if isinstance(data, list) else [data])
+    return out
