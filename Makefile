@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export CANDLEWAX_TEST_BROKERS ?= tansu,noida
 
-.PHONY: demo test lint tools format bench bench-scaling bench-peers fuzz clean help
+.PHONY: demo test web lint tools format bench bench-scaling bench-peers fuzz clean help
 
 help:
 	@echo "make demo   - embedded broker + synthetic market + bars flow + live console"
 	@echo "make test   - lint + the whole test suite (unit, integration on tansu and noida, e2e)"
+	@echo "make web    - the chart pages' front-end dependencies (npm ci; vendored into sinks/gateway/static/vendor)"
 	@echo "make bench  - throughput of the flow vs the raw consume+decode ceiling"
 	@echo "make bench-scaling - the flow as 1 process vs 2 processes x 1 worker on 4 partitions"
 	@echo "make bench-peers - naive Bytewax and Quix Streams pipelines vs candlewax on one topic"
@@ -27,7 +28,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# The chart library of the live page and the backtest report, pinned in package-lock.json:
+# `npm ci` when node_modules is missing or older than the lock file, then its standalone build
+# and LICENSE are copied to sinks/gateway/static/vendor/ (generated, not in git).
+NPM_STAMP := node_modules/.installed
+VENDOR := sinks/gateway/static/vendor
+LWC_DIST := node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js
+
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make web needs Node.js 20 and npm (Debian: apt-get install nodejs npm; or https://nodejs.org/)"; exit 1; }
+	npm ci --no-audit --no-fund
+	@touch $(NPM_STAMP)
+
+$(VENDOR)/lightweight-charts.standalone.production.js: $(NPM_STAMP)
+	@mkdir -p $(VENDOR)
+	cp $(LWC_DIST) $@
+	cp node_modules/lightweight-charts/LICENSE $(VENDOR)/LICENSE
+
+web: $(VENDOR)/lightweight-charts.standalone.production.js
+
+demo: $(STAMP) web
 	$(BIN)/candlewax demo $(ARGS)
 
 lint: $(STAMP)
@@ -49,7 +69,7 @@ tools:
 	  else echo "the tests need these Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 
-test: lint tools
+test: lint tools web
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 format: $(STAMP)
