@@ -61,3 +61,42 @@ def test_no_secrets_in_the_image() -> None:
             assert not re.search(r"\.env\b|id_rsa|\.pem|\.key\b|secret", rest, re.I), rest
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests", "data"} <= set(ignored)
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions, by its name (FROM … AS name)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, rest in instructions():
+        if word == "FROM":
+            current = out.setdefault(rest.split()[-1], [])
+        current.append((word, rest))
+    return out
+
+
+def test_a_node_stage_vendors_the_chart_library() -> None:
+    by_name = stages()
+    assert list(by_name) == ["web", "build", "runtime"]
+    web = by_name["web"]
+    image = web[0][1].split()[0]
+    assert re.fullmatch(r"node:20\.\d+\.\d+-bookworm-slim", image), image
+    assert ("COPY", "package.json package-lock.json ./") in web
+    (run,) = [r for w, r in web if w == "RUN"]
+    assert "npm ci " in run and "--omit=dev" in run  # the lock file's versions, no test tools
+    # The file `make web` vendors, and its license beside it.
+    dist = "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
+    assert dist in run and "node_modules/lightweight-charts/LICENSE" in run
+    assert f"LWC_DIST := {dist}" in (ROOT / "Makefile").read_text()
+    # The build stage puts it where the package data is, before installing the package.
+    build = by_name["build"]
+    vendor = ("COPY", "--from=web /web/vendor ./sinks/gateway/static/vendor")
+    assert vendor in build
+    install = next(i for i, (w, r) in enumerate(build) if w == "RUN" and "pip install ." in r)
+    assert build.index(vendor) < install
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'sinks = ["gateway/static/**/*"]' in pyproject
+    # Node stays out of the runtime image; a local node_modules or vendor/ stays out of the context.
+    runtime = by_name["runtime"]
+    assert not any("node" in r for w, r in runtime if w in ("FROM", "COPY", "RUN"))
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"node_modules", "sinks/gateway/static/vendor"} <= set(ignored)
