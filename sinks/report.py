@@ -1,30 +1,46 @@
-"""The backtest report: one self-contained HTML file (inline SVG and CSS, no scripts, nothing
-fetched) with a candlestick chart per symbol and interval, the alerts marked on it, and tables:
-alerts per rule and per symbol, and what the price did N bars after each alert.
+"""The backtest report: one self-contained HTML file, openable without a server.
 
-Prices are drawn with floats (pixels); every number printed comes from the exact decimals.
+A summary first (the range, counts, alerts per rule and interval with what the close did 1, 5
+and 10 bars later), then one interactive candlestick chart — a symbol picker and an interval
+picker, the alerts marked on the bars they fired in, zoom and pan — then the long tables,
+collapsed (``<details>``) and paged: alerts per symbol, and every alert (up to
+``MAX_ALERT_ROWS``) with its returns.
+
+The chart is TradingView's Lightweight Charts, inlined from the file `make web` vendors
+(``sinks/gateway/static/vendor``), driven by the live page's own ``chart.js``, inlined too; the
+bars and alerts are JSON in the page. Prices travel as exact decimal strings: the chart draws
+them as floats, and every number printed (tables, the chart's legend) is an exact decimal.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
 from candlewax.codec import INTERVALS
+from candlewax.errors import ConfigError
 from candlewax.storage import scan_parquet
 
-#: Candles drawn per chart at most (the latest ones; the page says so when it cuts).
-MAX_CANDLES = 240
-#: Rows of the per-alert table at most.
+#: Where the live page's files are: chart.js and chart.css are in git, vendor/ is `make web`'s.
+STATIC = Path(__file__).resolve().parent / "gateway" / "static"
+LIBRARY = STATIC / "vendor" / "lightweight-charts.standalone.production.js"
+#: Candles per chart at most (the latest ones; the page says so when it cuts).
+MAX_CANDLES = 10_000
+#: Rows of the per-alert table at most (all alerts are in alerts.jsonl).
 MAX_ALERT_ROWS = 500
+#: Rows per page of the paged tables; the per-symbol table is collapsed past OPEN_ROWS rows.
+PAGE_ROWS = 50
+OPEN_ROWS = 10
 AFTER_BARS = (1, 5, 10)
-_W, _H, _PAD = 960, 280, 48
 
 
 def _t(ms: int, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -35,8 +51,8 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:+.3f}%"
+def _pct(x: Decimal | None, sign: str = "+") -> str:
+    return "" if x is None else f"{100 * x:{sign}.3f}%"
 
 
 def load_bars(bars_dir: Any) -> pl.DataFrame:
@@ -46,81 +62,53 @@ def load_bars(bars_dir: Any) -> pl.DataFrame:
     return scan_parquet(files).collect().sort("venue", "symbol", "interval", "start_ms")
 
 
-def chart(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]], title: str) -> str:
-    """One candlestick chart (SVG): candles ``rect.candle``, wicks, alerts ``path.alert-marker``."""
-    shown = bars.tail(MAX_CANDLES)
-    n = shown.height
-    lows = shown["low"].cast(pl.Float64).to_list()
-    highs = shown["high"].cast(pl.Float64).to_list()
-    opens = shown["open"].cast(pl.Float64).to_list()
-    closes = shown["close"].cast(pl.Float64).to_list()
-    starts = shown["start_ms"].to_list()
-    # Bars without flags (written before they existed) are drawn as complete.
-    whole = shown["complete"].to_list() if "complete" in shown.columns else [True] * n
-    lo, hi = min(lows), max(highs)
-    span = (hi - lo) or max(abs(hi), 1.0) * 1e-6
-    step = (_W - 2 * _PAD) / max(n, 1)
-    body = max(1.0, step * 0.7)
+def assets() -> dict[str, str]:
+    """The chart library, chart.js and chart.css, as text; the library is `make web`'s."""
+    if not LIBRARY.is_file():
+        raise ConfigError(
+            f"the backtest report inlines the chart library, and {LIBRARY} is missing: "
+            "run `make web` (npm ci, then the file is copied from node_modules)"
+        )
+    return {
+        "library": LIBRARY.read_text(encoding="utf-8"),
+        "chart": (STATIC / "chart.js").read_text(encoding="utf-8"),
+        "css": (STATIC / "chart.css").read_text(encoding="utf-8"),
+    }
 
-    def y(price: float) -> float:
-        return _PAD / 2 + (hi - price) / span * (_H - _PAD)
 
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {_W} {_H + 20}" width="{_W}" height="{_H + 20}" '
-        f'role="img" aria-label="{_e(title)}">',
-        f'<rect x="0" y="0" width="{_W}" height="{_H + 20}" fill="#fff"/>',
-    ]
-    for label_price in (hi, (hi + lo) / 2, lo):
-        yy = y(label_price)
-        parts.append(
-            f'<line x1="{_PAD}" x2="{_W - _PAD}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
-            f'<text x="{_W - _PAD + 4}" y="{yy + 4:.1f}" class="axis">{label_price:.6g}</text>'
-        )
-    for i in range(n):
-        x = _PAD + i * step + step / 2
-        up = closes[i] >= opens[i]
-        top, bottom = y(max(opens[i], closes[i])), y(min(opens[i], closes[i]))
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(highs[i]):.1f}" y2="{y(lows[i]):.1f}" '
-            f'class="wick"/><rect class="candle {"up" if up else "down"}'
-            f'{"" if whole[i] else " incomplete"}" x="{x - body / 2:.1f}" '
-            f'y="{top:.1f}" width="{body:.1f}" height="{max(1.0, bottom - top):.1f}">'
-            f"<title>{_e(_t(starts[i]))} O {shown['open'][i]} H {shown['high'][i]} "
-            f"L {shown['low'][i]} C {shown['close'][i]}"
-            f"{'' if whole[i] else ' (incomplete: partial or over a gap)'}</title></rect>"
-        )
-    index = {s: i for i, s in enumerate(starts)}
-    width = INTERVALS.get(str(bars["interval"][0]))
-    for a in alerts if width else ():  # alerts are of time bars
-        at = index.get(a["ts_ms"] - a["ts_ms"] % width)
-        if at is None:
-            continue  # outside the candles shown
-        x = _PAD + at * step + step / 2
-        yy = y(highs[at]) - 6
-        color = "#c62828" if a["severity"] == "critical" else "#ef6c00"
-        parts.append(
-            f'<path class="alert-marker" d="M{x:.1f},{yy:.1f} l-5,-9 h10 z" fill="{color}">'
-            f"<title>{_e(a['rule'])} {_e(a['value'])} ≥ {_e(a['threshold'])} at "
-            f"{_e(_t(a['ts_ms'], '%H:%M:%S'))}</title></path>"
-        )
-    parts.append(
-        f'<text x="{_PAD}" y="{_H + 14}" class="axis">{_e(_t(starts[0]))} UTC</text>'
-        f'<text x="{_W - _PAD}" y="{_H + 14}" class="axis" text-anchor="end">'
-        f"{_e(_t(starts[-1]))} UTC</text></svg>"
-    )
-    return "".join(parts)
+def inline_script(code: str) -> str:
+    """JavaScript safe inside ``<script>``: no ``</script`` or ``<!--`` can end or bend it (both
+    only ever occur in string literals, comments or regular expressions, where ``<\\/`` and
+    ``<\\!`` mean the same)."""
+    code = re.sub(r"</(?=script)", r"<\\/", code, flags=re.IGNORECASE)
+    return code.replace("<!--", "<\\!--")
+
+
+def inline_json(data: Any) -> str:
+    """JSON for ``<script type="application/json">``: ``<``, ``>`` and ``&`` as \\u escapes, so
+    no text in it (an alert's, a symbol's) can close the element; JSON.parse reads it back."""
+    raw = orjson.dumps(data).decode()
+    return raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def bar_start(alert: dict[str, Any]) -> int | None:
+    """The start of the bar an alert fired in (alerts are of time bars)."""
+    if alert.get("window_start_ms") is not None:
+        return int(alert["window_start_ms"])
+    width = INTERVALS.get(str(alert["interval"]))
+    return None if width is None else alert["ts_ms"] - alert["ts_ms"] % width
 
 
 def after_alerts(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each alert: the close of its bar, and the return N bars of its interval later."""
-    closes: dict[tuple[str, str, str], tuple[list[int], list[float], dict[int, int]]] = {}
+    """For each alert: the close of its bar (exact), and the return N bars of its interval
+    later (exact decimal arithmetic)."""
+    closes: dict[tuple[str, str, str], tuple[list[Decimal], dict[int, int]]] = {}
     for (venue, symbol, interval), group in bars.group_by(
         ["venue", "symbol", "interval"], maintain_order=True
     ):
         starts = group["start_ms"].to_list()
         closes[(str(venue), str(symbol), str(interval))] = (
-            starts,
-            group["close"].cast(pl.Float64).to_list(),
+            group["close"].to_list(),
             {s: i for i, s in enumerate(starts)},
         )
     rows = []
@@ -129,9 +117,10 @@ def after_alerts(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]]) -> list[d
         row: dict[str, Any] = {**a, "close": None}
         for n in AFTER_BARS:
             row[f"after_{n}"] = None
-        if key in closes:
-            starts, values, index = closes[key]
-            i = index.get(a["ts_ms"] - a["ts_ms"] % INTERVALS[a["interval"]])
+        start = bar_start(a)
+        if key in closes and start is not None:
+            values, index = closes[key]
+            i = index.get(start)
             if i is not None:
                 row["close"] = values[i]
                 for n in AFTER_BARS:
@@ -141,116 +130,219 @@ def after_alerts(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]]) -> list[d
     return rows
 
 
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
-h1{font-size:22px}h2{font-size:18px;margin-top:32px}h3{font-size:15px;margin:18px 0 4px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;
-text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}
-.chart .candle.up{fill:#2e7d32}.chart .candle.down{fill:#c62828}.chart .wick{stroke:#555}
-.chart .candle.incomplete{fill-opacity:.25;stroke-dasharray:3 2;stroke:#555}
-.chart .grid{stroke:#eee}.chart .axis{font-size:11px;fill:#666}.note{color:#666}
-"""
+def _mean_abs(rows: Sequence[dict[str, Any]], n: int) -> Decimal | None:
+    vals = [abs(r[f"after_{n}"]) for r in rows if r[f"after_{n}"] is not None]
+    return sum(vals, Decimal(0)) / len(vals) if vals else None
 
 
-def write_report(out: Any, summary: dict[str, Any], alerts: Sequence[dict[str, Any]]) -> Path:
-    """``out/report.html`` from ``out/bars`` (Parquet), the alerts and the summary."""
-    bars = load_bars(out / "bars")
-    title = f"candlewax backtest {_t(summary['from_ms'])} – {_t(summary['to_ms'])} UTC"
-    parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="note">input: {_e(summary["input"])} · {summary["bars"]} bars · '
-        f"{summary['alerts']} alerts · {summary['deadletters']} dead letters · "
-        f"{summary['seconds']} s</p>",
+def chart_data(bars: pl.DataFrame, alerts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The page's JSON: per venue:symbol and interval, the latest MAX_CANDLES bars as columns
+    of exact strings (t: start ms, o h l c v, n: trades, x: 1 = incomplete) and the alerts."""
+    marks: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for a in alerts:
+        start = bar_start(a)
+        if start is None:
+            continue
+        marks.setdefault((a["venue"], a["symbol"], a["interval"]), []).append(
+            {
+                "id": str(a["id"]),
+                "t": start,
+                "ts_ms": a["ts_ms"],
+                "rule": a["rule"],
+                "interval": a["interval"],
+                "severity": a.get("severity", "warning"),
+                "value": str(a["value"]),
+                "threshold": str(a["threshold"]),
+                "text": a.get("text") or "",
+            }
+        )
+    per_symbol = Counter((a["venue"], a["symbol"]) for a in alerts)
+    series = []
+    if bars.height:
+        complete = (
+            pl.col("complete") if "complete" in bars.columns else pl.lit(True)
+        )  # bars written before the flags existed are complete
+        for (venue, symbol), frame in bars.group_by(["venue", "symbol"], maintain_order=True):
+            key = f"{venue}:{symbol}"
+            # Time intervals first, then the bars by activity (tick:…, volume:…, value:…).
+            present = set(frame["interval"].to_list())
+            kinds = sorted(present - set(INTERVALS))
+            entries = []
+            for interval in [*(i for i in INTERVALS if i in present), *kinds]:
+                part = frame.filter(pl.col("interval") == interval)
+                shown = part.tail(MAX_CANDLES).select(
+                    pl.col("start_ms").alias("t"),
+                    *(
+                        pl.col(c).cast(pl.String).alias(k)
+                        for c, k in (
+                            ("open", "o"),
+                            ("high", "h"),
+                            ("low", "l"),
+                            ("close", "c"),
+                            ("volume", "v"),
+                        )
+                    ),
+                    pl.col("trades").alias("n"),
+                    (~complete).cast(pl.Int8).alias("x"),
+                )
+                entries.append(
+                    {
+                        "interval": interval,
+                        "total": part.height,
+                        "incomplete": int(shown["x"].sum()),
+                        **shown.to_dict(as_series=False),
+                        "alerts": marks.get((str(venue), str(symbol), interval), []),
+                    }
+                )
+            series.append(
+                {
+                    "key": key,
+                    "venue": venue,
+                    "symbol": symbol,
+                    "alerts": per_symbol[(venue, symbol)],
+                    "intervals": entries,
+                }
+            )
+    default: dict[str, Any] = {"key": None, "interval": None}
+    if series:
+        # The symbol with the most alerts, on the first interval that has any.
+        best = max(series, key=lambda s: s["alerts"])
+        with_alerts = [e["interval"] for e in best["intervals"] if e["alerts"]]
+        names = [e["interval"] for e in best["intervals"]]
+        default = {
+            "key": best["key"],
+            "interval": (with_alerts or (["1m"] if "1m" in names else names))[0],
+        }
+    return {"default": default, "series": series}
+
+
+def _summary(
+    summary: dict[str, Any], alerts: Sequence[dict[str, Any]], rows: list[dict[str, Any]], n: int
+) -> list[str]:
+    cards = [
+        (summary["bars"], "bars"),
+        (summary["alerts"], "alerts"),
+        (n, "symbols"),
+        (summary["deadletters"], "dead letters"),
+        (f"{summary['seconds']} s", "to run"),
     ]
+    parts = ['<div class="cards">']
+    parts += [f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards]
+    parts.append(f'</div><p class="note">input: {_e(summary["input"])}</p>')
     by_rule = Counter((a["rule"], a["interval"]) for a in alerts)
+    if not by_rule:
+        parts.append("<p>No alerts in this range.</p>")
+        return parts
+    parts.append(
+        '<h2>Alerts per rule</h2><table class="by-rule"><thead><tr><th class=l>rule</th>'
+        "<th class=l>interval</th><th>alerts</th>"
+        + "".join(f"<th>mean |ret| +{k}</th>" for k in AFTER_BARS)
+        + "</tr></thead><tbody>"
+    )
+    for (rule, interval), count in sorted(by_rule.items()):
+        mine = [r for r in rows if (r["rule"], r["interval"]) == (rule, interval)]
+        means = "".join(f"<td>{_pct(_mean_abs(mine, k), '')}</td>" for k in AFTER_BARS)
+        parts.append(
+            f"<tr><td class=l>{_e(rule)}</td><td class=l>{_e(interval)}</td>"
+            f"<td>{count}</td>{means}</tr>"
+        )
+    parts.append(
+        "</tbody></table><p class=note>mean |ret| +N: the mean absolute return of the close N "
+        "bars (of the alert's interval) after the bar the alert fired in.</p>"
+    )
+    return parts
+
+
+def _tables(alerts: Sequence[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
     by_symbol = Counter((a["venue"], a["symbol"]) for a in alerts)
-    parts.append(
-        "<h2>Alerts per rule</h2><table><tr><th class=l>rule</th><th class=l>interval"
-        "</th><th>alerts</th></tr>"
-    )
-    parts += [
-        f"<tr><td class=l>{_e(r)}</td><td class=l>{_e(i)}</td><td>{c}</td></tr>"
-        for (r, i), c in sorted(by_rule.items())
+    if not by_symbol:
+        return []
+    opened = " open" if len(by_symbol) <= OPEN_ROWS else ""
+    parts = [
+        f"<details class=by-symbol{opened}><summary>Alerts per symbol ({len(by_symbol)} "
+        f'symbols)</summary><table class="paged" data-page-size="{PAGE_ROWS}"><thead><tr>'
+        "<th class=l>venue</th><th class=l>symbol</th><th>alerts</th></tr></thead><tbody>"
     ]
-    parts.append(
-        "</table><h2>Alerts per symbol</h2><table><tr><th class=l>venue</th>"
-        "<th class=l>symbol</th><th>alerts</th></tr>"
-    )
     parts += [
         f"<tr><td class=l>{_e(v)}</td><td class=l>{_e(s)}</td><td>{c}</td></tr>"
         for (v, s), c in by_symbol.most_common()
     ]
-    parts.append("</table>")
-    rows = after_alerts(bars, alerts) if bars.height else []
-    if rows:
+    parts.append("</tbody></table></details>")
+    cut = (
+        f", the first {MAX_ALERT_ROWS} (all are in alerts.jsonl)"
+        if len(rows) > MAX_ALERT_ROWS
+        else ""
+    )
+    parts.append(
+        f"<details class=after><summary>Every alert ({len(rows)}{cut})</summary>"
+        "<p class=note>Return of the close N bars (of the alert's interval) after the bar the "
+        "alert fired in. Click a row to see its bar on the chart.</p>"
+        f'<table class="paged" data-page-size="{PAGE_ROWS}"><thead><tr>'
+        "<th class=l>time (UTC)</th><th class=l>symbol</th><th class=l>rule</th>"
+        "<th>value</th><th>threshold</th><th>close</th>"
+        + "".join(f"<th>+{k} bars</th>" for k in AFTER_BARS)
+        + "</tr></thead><tbody>"
+    )
+    for r in rows[:MAX_ALERT_ROWS]:
+        after = "".join(f"<td>{_pct(r['after_' + str(k)])}</td>" for k in AFTER_BARS)
+        close = "" if r["close"] is None else format(r["close"], "f")
+        start = bar_start(r)
         parts.append(
-            "<h2>After each alert</h2><p class=note>Return of the close N bars (of the "
-            "alert's interval) after the bar the alert fired in; mean of |return| per "
-            "rule first.</p><table><tr><th class=l>rule</th>"
+            f'<tr class="alert-row" data-key="{_e(r["venue"])}:{_e(r["symbol"])}" '
+            f'data-interval="{_e(r["interval"])}" data-t="{"" if start is None else start}">'
+            f"<td class=l>{_e(_t(r['ts_ms'], '%Y-%m-%d %H:%M:%S'))}</td>"
+            f"<td class=l>{_e(r['venue'])}:{_e(r['symbol'])}</td>"
+            f'<td class="l sev-{_e(r.get("severity", "warning"))}">{_e(r["rule"])} '
+            f"{_e(r['interval'])}</td><td>{_e(r['value'])}</td><td>{_e(r['threshold'])}</td>"
+            f"<td>{close}</td>{after}</tr>"
         )
-        parts += [f"<th>mean |ret| +{n}</th>" for n in AFTER_BARS]
-        parts.append("</tr>")
-        for rule in sorted({r["rule"] for r in rows}):
-            cells = []
-            for n in AFTER_BARS:
-                vals = [
-                    abs(r[f"after_{n}"])
-                    for r in rows
-                    if r["rule"] == rule and r[f"after_{n}"] is not None
-                ]
-                cells.append(f"<td>{_pct(sum(vals) / len(vals)) if vals else ''}</td>")
-            parts.append(f"<tr><td class=l>{_e(rule)}</td>{''.join(cells)}</tr>")
+    parts.append("</tbody></table></details>")
+    return parts
+
+
+def write_report(out: Any, summary: dict[str, Any], alerts: Sequence[dict[str, Any]]) -> Path:
+    """``out/report.html`` from ``out/bars`` (Parquet), the alerts and the summary."""
+    code = assets()  # first: a missing `make web` fails before any work
+    bars = load_bars(out / "bars")
+    rows = after_alerts(bars, alerts) if bars.height else [dict(a) for a in alerts]
+    for r in rows:
+        r.setdefault("close", None)
+        for k in AFTER_BARS:
+            r.setdefault(f"after_{k}", None)
+    data = chart_data(bars, alerts)
+    title = f"candlewax backtest {_t(summary['from_ms'])} – {_t(summary['to_ms'])} UTC"
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{code['css']}</style></head>"
+        '<body data-candlewax="report"><main id="cw-report">',
+        f"<h1>{_e(title)}</h1>",
+        *_summary(summary, alerts, rows, len(data["series"])),
+        "<h2>Chart</h2>",
+    ]
+    if data["series"]:
         parts.append(
-            "</table><table><tr><th class=l>time (UTC)</th><th class=l>symbol</th>"
-            "<th class=l>rule</th><th>value</th><th>close</th>"
+            '<div class="cw-controls"><label for="cw-symbol">symbol</label> '
+            '<select id="cw-symbol"></select> <label for="cw-interval">interval</label> '
+            '<select id="cw-interval"></select> <span id="cw-note" class="note"></span></div>'
+            '<div class="cw-chart" role="img" aria-label="candlestick chart"></div>'
+            "<noscript><p>The chart needs JavaScript; the tables hold the numbers.</p></noscript>"
+            "<p class=note>Times in UTC. Pale candles are incomplete (partial, or over a gap); "
+            "▼ marks an alert on the bar it fired in (orange: warning, red: critical).</p>"
         )
-        parts += [f"<th>+{n} bars</th>" for n in AFTER_BARS]
-        parts.append("</tr>")
-        for r in rows[:MAX_ALERT_ROWS]:
-            after = "".join(f"<td>{_pct(r['after_' + str(n)])}</td>" for n in AFTER_BARS)
-            close = "" if r["close"] is None else format(r["close"], ".8g")
-            parts.append(
-                f"<tr class=alert-row><td class=l>{_e(_t(r['ts_ms'], '%Y-%m-%d %H:%M:%S'))}</td>"
-                f"<td class=l>{_e(r['symbol'])}</td><td class=l>{_e(r['rule'])} "
-                f"{_e(r['interval'])}</td><td>{_e(r['value'])}</td>"
-                f"<td>{close}</td>{after}</tr>"
-            )
-        parts.append("</table>")
-        if len(rows) > MAX_ALERT_ROWS:
-            parts.append(
-                f"<p class=note>first {MAX_ALERT_ROWS} of {len(rows)} alerts; all are "
-                "in alerts.jsonl</p>"
-            )
-    parts.append("<h2>Charts</h2>")
-    if bars.height:
-        for (venue, symbol), per_symbol in bars.group_by(["venue", "symbol"], maintain_order=True):
-            parts.append(f"<h3>{_e(venue)}:{_e(symbol)}</h3>")
-            # Time intervals first, then the bars by activity (tick:…, volume:…, value:…).
-            kinds = sorted(set(per_symbol["interval"].to_list()) - set(INTERVALS))
-            for interval in [*INTERVALS, *kinds]:
-                frame = per_symbol.filter(pl.col("interval") == interval)
-                if not frame.height:
-                    continue
-                marks = [
-                    a
-                    for a in alerts
-                    if (a["venue"], a["symbol"], a["interval"]) == (venue, symbol, interval)
-                ]
-                cut = (
-                    f" — the last {MAX_CANDLES} of {frame.height}"
-                    if frame.height > MAX_CANDLES
-                    else ""
-                )
-                parts.append(
-                    f'<div class="panel" data-symbol="{_e(symbol)}" data-interval="{interval}">'
-                    f"<p class=note>{interval}: {frame.height} bars, {len(marks)} alerts{cut}</p>"
-                    f"{chart(frame, marks, f'{symbol} {interval}')}</div>"
-                )
     else:
         parts.append("<p>No bars in this range.</p>")
-    parts.append("</body></html>")
+    parts += _tables(alerts, rows)
+    parts.append(
+        "</main><footer>Charts by "
+        '<a href="https://www.tradingview.com/" target="_blank" rel="noopener">TradingView</a> '
+        "Lightweight Charts™ — Copyright (c) 2023 TradingView, Inc., Apache License 2.0 "
+        "(inlined below with its license header).</footer>"
+        '<script type="application/json" id="cw-data">'
+        f"{inline_json(data)}</script>"
+        f"<script>{inline_script(code['library'])}</script>"
+        f"<script>{inline_script(code['chart'])}</script></body></html>"
+    )
     path = out / "report.html"
     path.write_text("".join(parts), encoding="utf-8")
     return path

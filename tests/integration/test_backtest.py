@@ -4,6 +4,7 @@ only into the output directory."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -17,6 +18,7 @@ from candlewax.settings import Settings
 from flows.backtest import OffsetFinder, parse_time, run_backtest
 from flows.bars import build_flow
 from sinks.report import write_report
+from tests.e2e.charts import report_data
 from tests.integration.test_bars_flow import btcusdt, publish_capture
 from tests.kafka_read import read_topic
 from tests.reference import as_decimals, reference_bars
@@ -84,9 +86,20 @@ def test_a_backtest_equals_the_live_flow_and_writes_no_topic(
     ]
     assert late_only == ["late"]  # the archive holds valid trades only
 
-    report = write_report(out, summary, ours).read_text()
-    assert report.count('class="candle ') == sum(f.height for f in want.values())
-    assert report.count('class="alert-marker"') == len(ours)
+    # The report's chart data: every bar (as exact strings), every alert on its bar.
+    data = report_data(write_report(out, summary, ours).read_text())
+    entries = [e for s in data["series"] for e in s["intervals"]]
+    assert sum(len(e["t"]) for e in entries) == sum(f.height for f in want.values())
+    assert sorted(a["id"] for e in entries for a in e["alerts"]) == sorted(a["id"] for a in ours)
+    closes = {
+        (s["key"], e["interval"], t): c
+        for s in data["series"]
+        for e in s["intervals"]
+        for t, c in zip(e["t"], e["c"], strict=True)
+    }
+    for b in (b for frame in want.values() for b in frame.iter_rows(named=True)):
+        close = closes[(f"{b['venue']}:{b['symbol']}", b["interval"], b["start_ms"])]
+        assert Decimal(close) == b["close"]
 
 
 def test_a_range_and_symbols_select_exactly_those_trades(

@@ -490,6 +490,12 @@
         root.querySelector('.cw-chart').scrollIntoView({ block: 'center' });
       });
     });
+    window.addEventListener('hashchange', function () {
+      var want = chosen();
+      if (want.symbol !== current.key || want.interval !== current.interval) {
+        show(want.symbol, want.interval);
+      }
+    });
     pageTables(root);
     var want = chosen();
     show(want.symbol || data.default.key, want.interval || data.default.interval);
@@ -715,7 +721,9 @@
         })
         .then(function (got) {
           if (gen !== generation) return;
-          var alerts = got[1].map(alertItem);
+          var alerts = got[1].map(alertItem).sort(function (x, y) {
+            return x.ts_ms - y.ts_ms;
+          });
           view.setBars(got[0], key + ' ' + interval);
           view.setAlerts(alerts.filter(function (a) { return a.interval === interval; }));
           list.textContent = '';
