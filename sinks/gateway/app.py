@@ -67,6 +67,8 @@ class Server:
         self.keys = Keys.load(self.config.keys_file)
         self.feed = Feed(settings, self._deliver) if feed else None
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: (client, stream, name, data, window): new subscribers' current values, to send
+        self._snapshots: list[tuple[Client, Stream, str, bytes, int]] = []
 
     # ------------------------------------------------------------------ feed → loop
 
@@ -148,7 +150,8 @@ class Server:
         try:
             await ws.accept()
             for stream, name in streams:
-                hub.subscribe(client, stream, name)
+                self._subscribe(client, stream, name)
+            self._flush_snapshots()
 
             async def close(code: int, reason: str) -> None:
                 with contextlib.suppress(Exception):
@@ -192,6 +195,7 @@ class Server:
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
             reply = self.handle(client, text)
             client.put(orjson.dumps(reply).decode(), "reply", 0, None)
+            self._flush_snapshots()
 
     def handle(self, client: Client, text: str) -> dict[str, Any]:
         """One request → its reply (Binance's shapes)."""
@@ -226,11 +230,23 @@ class Server:
             if len(client.streams) + len(new) > self.config.max_streams:
                 raise ProtocolError(2, f"Invalid request: too many streams: at most {self.config.max_streams} per connection", rid)  # fmt: skip
             for stream, name in streams:
-                hub.subscribe(client, stream, name)
+                self._subscribe(client, stream, name)
         else:
             for stream, _name in streams:
                 hub.unsubscribe(client, stream)
         return result(None, rid)
+
+    def _subscribe(self, client: Client, stream: Stream, name: str) -> None:
+        new = stream.channel not in client.streams
+        self.gateway.hub.subscribe(client, stream, name)
+        current = self.gateway.current(stream) if new else None
+        if current is not None:  # sent after the request's reply (see _read)
+            self._snapshots.append((client, stream, name, *current))
+
+    def _flush_snapshots(self) -> None:
+        for client, stream, name, data, window in self._snapshots:
+            self.gateway.hub.send_one(client, stream, name, data, window)
+        self._snapshots.clear()
 
     def _login(self, client: Client, request: WsRequest) -> dict[str, Any]:
         outcome, user = self.keys.check(request.params, int(time.time() * 1000), self.config.login_window_ms)  # fmt: skip
@@ -260,8 +276,6 @@ class Server:
                 limit = self.config.klines_limit_default
             if not 1 <= limit <= self.config.klines_limit_max:
                 raise _Bad(-1130, f"Invalid data sent for a parameter: limit must be 1..{self.config.klines_limit_max}.")  # fmt: skip
-            if start is not None and end is not None and start > end:
-                raise _Bad(-1130, "Invalid data sent for a parameter: startTime is after endTime.")  # fmt: skip
         except _Bad as exc:
             return _error(request, "klines", exc)
         rows = await asyncio.to_thread(self.gateway.klines, venue, symbol, interval, start, end, limit)  # fmt: skip
@@ -271,10 +285,11 @@ class Server:
         try:
             q = _query(request, {"symbol", "since", "limit"})
             venue = symbol = None
-            if q.get("symbol"):
+            if "symbol" in q:
                 venue, symbol = self._symbol(q)
             since = _int(q, "since") or 0
-            limit = _int(q, "limit") or 500
+            limit = _int(q, "limit")
+            limit = 500 if limit is None else limit
             if not 1 <= limit <= self.config.alerts_kept:
                 raise _Bad(-1130, f"Invalid data sent for a parameter: limit must be 1..{self.config.alerts_kept}.")  # fmt: skip
         except _Bad as exc:
@@ -286,9 +301,11 @@ class Server:
         if not text:
             raise _Bad(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")  # fmt: skip
         venue, sep, symbol = text.partition(":")
-        if not sep or not _match(VENUE_PATTERN, venue):
-            venue, symbol = self.config.default_venue or "", text
         symbol = symbol.upper()
+        # As in stream names: "venue:SYMBOL" when that reads, else a symbol of the default venue
+        # (a symbol may hold ":", as Finnhub's BINANCE:BTCUSDT).
+        if not (sep and _match(VENUE_PATTERN, venue) and _match(SYMBOL_PATTERN, symbol)):
+            venue, symbol = self.config.default_venue or "", text.upper()
         if not venue or not _match(SYMBOL_PATTERN, symbol):
             raise _Bad(-1121, "Invalid symbol.")
         return venue, symbol

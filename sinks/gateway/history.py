@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Final
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from candlewax.codec.rules import MAX_TS_MS, MIN_TS_MS
 from candlewax.storage import DataPath, scan_parquet
 from sinks.parquet import DAY_MS, utc_date
 
 _FILE = re.compile(r"part-(\d{3})-(\d{1,16})\.parquet")
-#: Days a request without startTime looks back at most for its bars.
-LOOKBACK_DAYS: Final = 400
 
 
 def _day_files(root: DataPath, interval: str, day_ms: int) -> list[tuple[int, int, Any]]:
@@ -40,6 +40,25 @@ def _days(start_ms: int, end_ms: int) -> list[int]:
     return list(range(end_ms - end_ms % DAY_MS, first - 1, -DAY_MS))
 
 
+def _dates(root: DataPath, interval: str) -> list[int]:
+    """The days that have a folder of ``interval`` bars, newest first."""
+    folder = root / "bars" / f"interval={interval}"
+    if not folder.is_dir():
+        return []
+    if isinstance(folder, Path):
+        names = {p.name for p in folder.iterdir() if p.is_dir()}
+    else:
+        names = {p.parent.name for p in folder.glob("*/*.parquet")}
+    days = []
+    for name in names:
+        try:
+            day = dt.datetime.strptime(name, "date=%Y-%m-%d").replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+        days.append(int(day.timestamp() * 1000))
+    return sorted(days, reverse=True)
+
+
 def read_bars(
     root: DataPath,
     interval: str,
@@ -52,8 +71,12 @@ def read_bars(
     """At most ``limit`` bars of the symbol whose windows start in [start_ms, end_ms], oldest
     first: the first ``limit`` from ``start_ms`` when it is given, else the newest ``limit``
     (as Binance's klines). Rows are the flow's bar fields, decimals as exact strings."""
-    lowest = start_ms if start_ms is not None else end_ms - LOOKBACK_DAYS * DAY_MS
-    days = _days(max(lowest, 0), end_ms)
+    # No bar lies outside the codec's time range: the days stay real dates.
+    end_ms = min(end_ms, MAX_TS_MS - 1)
+    lowest = MIN_TS_MS if start_ms is None else max(start_ms, MIN_TS_MS)
+    if lowest > end_ms:
+        return []
+    days = [d for d in _dates(root, interval) if lowest - DAY_MS < d <= end_ms]
     if start_ms is not None:
         days.reverse()  # from the start forward
     rows: list[dict[str, Any]] = []

@@ -238,6 +238,12 @@ class Hub:
             client.put(text, kind, source_ms, key)
         return len(listeners)
 
+    def send_one(self, client: Client, stream: Stream, name: str, data: bytes, window: int) -> None:
+        """A value to one client only (a new subscriber's snapshot)."""
+        text = _wrap(name, data) if client.combined else data.decode()
+        key = (stream.channel, window) if stream.kind in CONFLATED else None
+        client.put(text, stream.kind, 0, key)
+
     def send_user(self, user: str, data: bytes, source_ms: int) -> int:
         """A private message to every connection logged in as ``user`` with the stream on."""
         sent = 0

@@ -45,20 +45,9 @@ def document(config: GatewaySettings, intervals: tuple[str, ...]) -> dict[str, A
         "type": "array",
         "description": "[open time, open, high, low, close, volume, close time, quote volume, "
         "trades, taker buy base volume, taker buy quote volume, ignore]",
-        "prefixItems": [
-            _MS,
-            _DECIMAL,
-            _DECIMAL,
-            _DECIMAL,
-            _DECIMAL,
-            _DECIMAL,
-            _MS,
-            _DECIMAL,
-            {"type": "integer", "minimum": 0},
-            _DECIMAL,
-            _DECIMAL,
-            {"const": "0"},
-        ],
+        # Each member an integer (times, trades) or a decimal string; the order is above.
+        # (Not prefixItems: schemathesis reads a tuple schema as the items of OpenAPI 3.0.)
+        "items": {"anyOf": [_MS, _DECIMAL]},
         "minItems": 12,
         "maxItems": 12,
     }

@@ -15,12 +15,15 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+import polars as pl
+
 from candlewax.codec import Alert, Bar
 from candlewax.settings import Settings
 from sinks.gateway import history, wire
 from sinks.gateway.feed import Batch
 from sinks.gateway.hub import Hub
 from sinks.gateway.market import DAY, MINUTE, Market
+from sinks.gateway.streams import Stream
 
 #: Closed bars per stream kept for REST (the flow writes a window's file soon after its bars).
 RECENT = 16
@@ -49,20 +52,18 @@ class Gateway:
     # ------------------------------------------------------------------ start
 
     def warm_up(self) -> int:
-        """The last 24 h of 1m bars of every symbol from the Parquet files (the tickers' start)."""
+        """The newest 24 h of 1m bars of every symbol in the Parquet files (the tickers' start;
+        the newest day the files hold, which need not be today: a replay's may be old)."""
         root = self.settings.data_dir
-        folder = root / "bars" / "interval=1m"
-        if not folder.is_dir():
-            return 0
-        end = _ms()
-        files = []
-        for day in history._days(end - DAY * MINUTE, end):
-            files += [f for f in history._day_files(root, "1m", day) if f[0] >= end - DAY * MINUTE]  # fmt: skip
+        days = history._dates(root, "1m")[:2]
+        files = [f for day in days for f in history._day_files(root, "1m", day)]
         if not files:
             return 0
+        newest = max(f[0] for f in files)
+        files = [f for f in files if f[0] > newest - DAY * MINUTE]
         frame = history.scan_parquet([f[2] for f in files]).collect()
-        decimals = [n for n, t in frame.schema.items() if str(t).startswith("Decimal")]
-        frame = frame.with_columns([history._text(history.pl.col(n)) for n in decimals])
+        decimals = [n for n, t in frame.schema.items() if isinstance(t, pl.Decimal)]
+        frame = frame.with_columns([history._text(pl.col(n)) for n in decimals])
         bars = [Bar.from_dict(_with_flags(row)) for row in frame.to_dicts()]
         self.market.add_bars(bars)
         for bar in bars:
@@ -141,6 +142,26 @@ class Gateway:
         if tickers:
             self.hub.publish("!ticker@arr", "all_tickers", wire.dumps(tickers), 0, 0)
         self.dirty.clear()
+
+    def current(self, stream: Stream) -> tuple[bytes, int] | None:
+        """What a new subscriber of a kline or ticker stream gets at once: the bar forming now
+        (else the newest closed one), the ticker; with the bar's window (its conflation key)."""
+        now = _ms()
+        venue, symbol = stream.market
+        if stream.kind == "kline":
+            key = (venue, symbol, stream.interval)
+            bar = self.market.forming_bar(venue, symbol, stream.interval)
+            if bar is not None and bar.start_ms > self.closed.get(key, -1):
+                return wire.dumps(wire.forming_kline(bar, venue, symbol, stream.interval, now)), bar.start_ms  # fmt: skip
+            recent = self.recent.get(key)
+            if recent:
+                return wire.dumps(wire.closed_kline(recent[-1], now)), recent[-1].start_ms
+            return None
+        if stream.kind == "ticker":
+            summary = self.market.ticker(venue, symbol)
+            if summary is not None:
+                return wire.dumps(wire.ticker(summary, venue, symbol, now)), 0
+        return None
 
     # ------------------------------------------------------------------ REST
 
