@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from candlewax.codec import Bar
 from candlewax.settings import Settings

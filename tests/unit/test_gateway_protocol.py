@@ -231,5 +231,8 @@ def test_rest_errors_in_binance_shape(base: str) -> None:
         assert r.json()["code"] == code, query
     assert httpx.get(f"{http}/api/v3/klines?symbol=BTCUSDT&interval=1m").json() == []
     # an empty range is no error: no window starts in it
-    assert httpx.get(f"{http}/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=5&endTime=4").json() == []
+    assert (
+        httpx.get(f"{http}/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=5&endTime=4").json()
+        == []
+    )
     assert httpx.get(f"{http}/healthz").json()["status"] == "ok"
