@@ -26,10 +26,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_gateway(settings: Settings, feed: bool = True, **gateway: Any) -> Iterator[str]:
+def running_gateway(
+    settings: Settings, feed: bool = True, port: int | None = None, **gateway: Any
+) -> Iterator[str]:
     """The gateway of ``settings`` (``gateway``: settings of [gateway] to change; ``feed=False``:
-    no Kafka) until the block ends; yields its base URL once /healthz answers 200."""
-    port = free_port()
+    no Kafka; ``port``: default a free one) until the block ends; yields its base URL once
+    /healthz answers 200."""
+    port = port or free_port()
     values = {**settings.gateway.model_dump(), "port": port, **gateway}
     settings = settings.replace(gateway=values)
     server = uvicorn.Server(config(settings, feed))
