@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -64,6 +65,8 @@ class Demo:
     flow: subprocess.Popen[bytes] | None = None
     board: Any = None
     notifier: Any = None
+    gateway: Any = None
+    gateway_thread: threading.Thread | None = None
     published: list[Any] = field(default_factory=list)
     failed: list[BaseException] = field(default_factory=list)
 
@@ -82,7 +85,8 @@ class Demo:
         port = plan.metrics_port or free_port()
         connector_port = metrics.serve(settings.metrics_host, 0)
         self.notifier = self._start_notifier(settings)
-        header = self._header(settings, port, connector_port)
+        gateway_url = self._start_gateway(settings)
+        header = self._header(settings, port, connector_port, gateway_url)
         publisher = threading.Thread(
             target=self._publish, args=(settings,), name="publisher", daemon=True
         )
@@ -155,6 +159,20 @@ class Demo:
         notifier.start(self.stop)
         return notifier
 
+    def _start_gateway(self, settings: Settings) -> str:
+        """The market-data gateway and its chart page, in this process (uvicorn in a thread), on
+        ``gateway.port`` or, when that is taken, a free port."""
+        import uvicorn
+
+        from sinks.gateway.server import config
+
+        g = settings.gateway
+        port = g.port if _port_free(g.host, g.port) else free_port()
+        self.gateway = uvicorn.Server(config(settings.replace(gateway={**g.model_dump(), "port": port})))  # fmt: skip
+        self.gateway_thread = threading.Thread(target=self.gateway.run, name="gateway", daemon=True)
+        self.gateway_thread.start()
+        return f"http://{g.host}:{port}/"
+
     def _publish(self, settings: Settings) -> None:
         try:
             self.published.append(publish(settings, self.plan.items, self.plan.speed, 0, 1, self.stop))  # fmt: skip
@@ -162,7 +180,7 @@ class Demo:
             self.failed.append(exc)
             self.stop.set()
 
-    def _header(self, settings: Settings, port: int, connector_port: int) -> list[str]:
+    def _header(self, settings: Settings, port: int, connector_port: int, chart: str) -> list[str]:
         embedded = f" (embedded {self.plan.engine})" if self.broker else ""
         notify = (
             "; ".join(self.notifier.config.describe())
@@ -175,6 +193,7 @@ class Demo:
             f"metrics: http://127.0.0.1:{port}/metrics (flow)  "
             f"http://{settings.metrics_host}:{connector_port}/metrics (market)   Ctrl-C to stop",
             f"notify: {notify}",
+            f"chart: {chart}   streams: {chart.replace('http', 'ws', 1)}stream?streams=!ticker@arr",
         ]
 
     def _wait_for_bars(self, data_dir: Any, timeout_s: float) -> None:
@@ -217,8 +236,20 @@ class Demo:
             self.board.thread.join(timeout=5)  # its consumer closes before the broker goes
         if self.notifier is not None and self.notifier.thread is not None:
             self.notifier.thread.join(timeout=30)
+        if self.gateway is not None and self.gateway_thread is not None:
+            self.gateway.should_exit = True
+            self.gateway_thread.join(timeout=15)
         if self.broker is not None:
             self.broker.stop()
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _shown(data_dir: Any) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
+import websockets.sync.client
 
 from candlewax.broker import EmbeddedBroker
 from candlewax.codec import Trade
@@ -218,6 +219,16 @@ def test_live_demo_shows_forming_bars_and_stops_cleanly_on_ctrl_c(tmp_path: Path
             time.sleep(0.2)
         _promtool_ok(market_url)
         _promtool_ok(flow_url)
+        # The gateway the demo prints: its page, and a live forming bar on its socket.
+        (chart_line,) = {line for line in seen if line.startswith("chart: http://")}
+        chart = chart_line.split()[1]
+        assert "<html" in urllib.request.urlopen(chart, timeout=10).read().decode().lower()
+        with websockets.sync.client.connect(
+            chart.replace("http", "ws") + "ws/synthetic:btcusdt@kline_1m", open_timeout=10
+        ) as ws:
+            event = orjson.loads(ws.recv(timeout=30))
+        assert event["e"] == "kline" and event["s"] == "BTCUSDT" and event["venue"] == "synthetic"
+        assert event["k"]["i"] == "1m" and Decimal(event["k"]["v"]) > 0
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
