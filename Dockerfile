@@ -41,9 +41,11 @@ ENV PATH=/opt/candlewax/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    CANDLEWAX_METRICS_HOST=0.0.0.0
+    CANDLEWAX_METRICS_HOST=0.0.0.0 \
+    CANDLEWAX_GATEWAY__HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /var/lib/candlewax
-EXPOSE 9464
+# /metrics of every process; the gateway's streams, REST, page and /metrics (candlewax serve).
+EXPOSE 9464 8080
 ENTRYPOINT ["candlewax"]
 CMD ["--help"]

@@ -43,7 +43,12 @@ def test_runs_as_the_non_root_user_the_manifests_expect() -> None:
     flow = yaml.safe_load((ROOT / "k8s" / "base" / "flow-statefulset.yaml").read_text())
     assert flow["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
     expose = [rest for word, rest in instructions() if word == "EXPOSE"]
-    assert expose == ["9464"]
+    from candlewax.settings import GatewaySettings, Settings
+
+    assert expose == [f"{Settings().metrics_port} {GatewaySettings().port}"]
+    env = " ".join(rest for word, rest in instructions() if word == "ENV")
+    # In a container both listen beyond loopback (their defaults outside one are 127.0.0.1).
+    assert "CANDLEWAX_METRICS_HOST=0.0.0.0" in env and "CANDLEWAX_GATEWAY__HOST=0.0.0.0" in env
 
 
 def test_entry_point_is_candlewax() -> None:
