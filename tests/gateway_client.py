@@ -83,6 +83,18 @@ class Reader:
             except TimeoutError:
                 continue
 
+    @staticmethod
+    def poll(done: Callable[[None], Any], timeout_s: float = 30.0) -> Any:
+        """Call ``done(None)`` until it is truthy (an HTTP answer, say); return it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = done(None)
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met")
+            time.sleep(0.05)
+
     def reply(self, rid: Any, timeout_s: float = 10.0) -> Any:
         return self.wait(lambda ms: next((m for m in ms if isinstance(m, dict) and m.get("id") == rid and ("result" in m or "error" in m)), None), timeout_s)  # fmt: skip
 

@@ -225,3 +225,52 @@ def _flat(messages: list) -> list[dict]:
         data = m.get("data", m) if isinstance(m, dict) else m
         out.extend(data if isinstance(data, list) else [data])
     return out
+
+
+def test_klines_equal_the_exchange_s_own_for_fully_captured_minutes(settings: Settings) -> None:
+    """A Binance-kline client reading /api/v3/klines gets Binance's own numbers: on the USD-M
+    capture, for every symbol whose running kline's trades were all captured, the gateway's bar
+    of that minute (forming, from the aggTrades up to the kline's last trade) equals the
+    exchange's kline, field for field. Only the trade count differs in kind: Binance counts the
+    trades inside each aggTrade, our bars count the aggTrades they were given."""
+    from connectors.binance import parse_kline
+    from tests.unit.test_binance import cryptofeed_messages, parse_frame
+
+    aggs: dict[tuple[str, str], list[tuple[int, int, Trade]]] = {}
+    snapshots: dict[tuple[str, str], dict] = {}
+    klines: list[tuple[str, dict]] = []
+    captures = [("BINANCE_FUTURES.ws.1.0", "binance-usdm"), ("BINANCE.ws.1.0", "binance"), ("BINANCE_US.ws.1.0", "binance-us")]  # fmt: skip
+    for name, venue in captures:
+        for _, raw in cryptofeed_messages(name):
+            data = orjson.loads(raw)["data"]
+            for trade in parse_frame(raw, venue=venue):
+                aggs.setdefault((venue, trade.symbol), []).append((data["f"], data["l"], trade))
+            kline = parse_kline(raw)
+            if kline is not None:
+                klines.append((venue, kline))
+    for venue, kline in klines:  # in order: the newest fully captured one of each symbol stays
+        key = (venue, kline["symbol"])
+        first, last = int(kline["first_id"]), int(kline["last_id"])
+        inside = {i for lo, hi, _ in aggs.get(key, []) if lo >= first and hi <= last for i in range(lo, hi + 1)}  # fmt: skip
+        if first >= 0 and inside == set(range(first, last + 1)):
+            snapshots[key] = kline
+    assert {v for v, _ in snapshots} == {"binance-usdm", "binance", "binance-us"}
+    published = [t for key, k in snapshots.items() for lo, hi, t in aggs[key] if hi <= int(k["last_id"])]  # fmt: skip
+    with running_gateway(settings) as base:
+        publish(settings, published)
+        for (venue, symbol), k in snapshots.items():
+            want = [k["start_ms"], k["open"], k["high"], k["low"], k["close"], k["volume"],
+                    k["end_ms"] - 1, k["quote_volume"], None, k["buy_volume"], k["buy_quote_volume"], "0"]  # fmt: skip
+            count = sum(1 for lo, hi, _ in aggs[(venue, symbol)] if int(k["first_id"]) <= lo and hi <= int(k["last_id"]))  # fmt: skip
+
+            def row(
+                _: object, market: str = f"{venue}:{symbol}", count: int = count
+            ) -> list | None:
+                params = {"symbol": market, "interval": "1m", "limit": 1}
+                rows = httpx.get(f"{base}/api/v3/klines", params=params).json()
+                return rows[-1] if rows and rows[-1][8] == count else None
+
+            got = Reader.poll(row, 30)
+            assert got[0] == want[0] and got[6] == want[6] and got[11] == "0"
+            for i in (1, 2, 3, 4, 5, 7, 9, 10):
+                assert Decimal(got[i]) == Decimal(want[i]), (symbol, i, got, want)
