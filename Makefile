@@ -82,6 +82,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.backtest
+	$(BIN)/python -m bench.servers
+	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.memory
 
 # docs/performance.md, Scaling across processes: a few minutes (2M trades; ARGS="--repeat 3").
