@@ -55,9 +55,9 @@ class Entry:
     channel: str = ""
 
     def render(self) -> str:
-        if self.parts is None:
-            return self.text
-        data = self.parts[0] if len(self.parts) == 1 else "[" + ",".join(self.parts) + "]"
+        if self.parts is None or len(self.parts) == 1:
+            return self.text  # rendered once for every subscriber of the same spelling
+        data = "[" + ",".join(self.parts) + "]"
         return wrapped(self.name, data.encode()).decode() if self.combined else data
 
 
@@ -101,7 +101,7 @@ class Client:
         self.queue.append(entry)
         self.wake.set()
 
-    def put_trade(self, channel: str, name: str, event: str, source_ms: int) -> None:
+    def put_trade(self, channel: str, name: str, event: str, text: str, source_ms: int) -> None:
         """A trade event: its own message when the client keeps up; appended to the stream's
         unsent message when it does not (then ``data`` is an array of events, in order)."""
         if self.closing is not None:
@@ -115,7 +115,7 @@ class Client:
             return
         self.plain += 1
         entry = Entry(
-            "",
+            text,
             "trade",
             source_ms,
             parts=[event],
@@ -222,9 +222,14 @@ class Hub:
         texts: dict[str, str] = {}
         key = (channel, window) if kind in CONFLATED else None
         if kind == "trade":
-            raw = data.decode()
+            event = data.decode()
             for client, name in listeners.items():
-                client.put_trade(channel, name, raw, source_ms)
+                text = event
+                if client.combined:
+                    if name not in texts:
+                        texts[name] = _wrap(name, data)
+                    text = texts[name]
+                client.put_trade(channel, name, event, text, source_ms)
             return len(listeners)
         for client, name in listeners.items():
             if client.combined:
@@ -258,6 +263,18 @@ def _wrap(name: str, data: bytes) -> str:
     return wrapped(name, data).decode()
 
 
+_SERIES: dict[str, tuple[Any, Any]] = {}
+
+
+def _series(kind: str) -> tuple[Any, Any]:
+    """The messages counter and push histogram of a kind (looked up once: per message, the
+    labels() call would cost more than the send's bookkeeping)."""
+    got = _SERIES.get(kind)
+    if got is None:
+        got = _SERIES[kind] = (metrics.GATEWAY_MESSAGES.labels(kind), metrics.GATEWAY_PUSH_SECONDS.labels(kind))  # fmt: skip
+    return got
+
+
 async def write_loop(client: Client, send: Any, close: Any, send_timeout_s: float) -> None:
     """The client's writer: sends its queue in order until it is closed (``send(text)`` and
     ``close(code, reason)`` are the socket's coroutines). A send the client's socket does not
@@ -269,15 +286,15 @@ async def write_loop(client: Client, send: Any, close: Any, send_timeout_s: floa
         while client.queue and client.closing is None:
             entry = client.pop()
             try:
-                await asyncio.wait_for(send(entry.render()), send_timeout_s)
+                async with asyncio.timeout(send_timeout_s):  # no task per send (wait_for makes one)
+                    await send(entry.render())
             except TimeoutError:
                 client.close(*SLOW_CLIENT, reason="slow_client")
                 return
-            metrics.GATEWAY_MESSAGES.labels(entry.kind).inc()
+            counter, latency = _series(entry.kind)
+            counter.inc()
             if entry.source_ms:
-                metrics.GATEWAY_PUSH_SECONDS.labels(entry.kind).observe(
-                    max(0.0, time.time() - entry.source_ms / 1000)
-                )
+                latency.observe(max(0.0, time.time() - entry.source_ms / 1000))
         if client.closing is not None:
             await close(*client.closing)
             return
