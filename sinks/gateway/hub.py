@@ -233,14 +233,13 @@ class Hub:
             return len(listeners)
         for client, name in listeners.items():
             if client.combined:
-                text = texts.get(name)
-                if text is None:
-                    text = texts[name] = _wrap(name, data)
+                if name not in texts:
+                    texts[name] = _wrap(name, data)
+                client.put(texts[name], kind, source_ms, key)
             else:
                 if raw is None:
                     raw = data.decode()
-                text = raw
-            client.put(text, kind, source_ms, key)
+                client.put(raw, kind, source_ms, key)
         return len(listeners)
 
     def send_one(self, client: Client, stream: Stream, name: str, data: bytes, window: int) -> None:
