@@ -1,10 +1,13 @@
 """The Kubernetes manifests, offline: each overlay builds with `kubectl kustomize`, every core
 object validates strictly against the Kubernetes schemas (kubernetes-validate), the custom
 resources carry the fields we rely on, and every pod meets the restricted Pod Security profile
-plus a read-only root filesystem, requests/limits and pinned images."""
+plus a read-only root filesystem, requests/limits and pinned images. The gateway's Deployment,
+Service, Ingress, policy and budget are checked to agree with each other and with the app itself
+(its settings as the pod resolves them, its probe and metrics paths answered by the real app)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -13,11 +16,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 
 from candlewax.settings import Settings
+from sinks.gateway.app import create_app
+from sinks.gateway.auth import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
@@ -51,9 +57,10 @@ def settings_toml(overlay: str) -> dict[str, Any]:
 
 
 @cache
-def overlay_settings(overlay: str) -> Settings:
+def overlay_settings(overlay: str, env: tuple[tuple[str, str], ...] = ()) -> Settings:
     """The ConfigMap's candlewax.toml as candlewax itself loads it, with stand-ins for the files
-    the pods mount (a password, a CA certificate that librdkafka loads)."""
+    the pods mount (a password, a CA certificate that librdkafka loads), under a container's
+    ``env`` (its literal values)."""
     values = settings_toml(overlay)
     with tempfile.TemporaryDirectory() as tmp:
         secret, ca = Path(tmp) / "secret", Path(tmp) / "ca.crt"
@@ -66,21 +73,25 @@ def overlay_settings(overlay: str) -> Settings:
         values["kafka_secret_files"] = dict.fromkeys(files, secret)
         kafka = values.get("kafka", {})
         values["kafka"] = {k: str(ca) if k.endswith(".location") else v for k, v in kafka.items()}
-        return Settings.load(None, env={}, defaults=values)
+        return Settings.load(None, env=dict(env), defaults=values)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_core_objects_validate_strictly(overlay: str, version: str) -> None:
-    validated = 0
+    validated = set()
     for obj in build(overlay):
         if "." in obj["apiVersion"].split("/")[0] and not obj["apiVersion"].startswith(
             ("apps/", "policy/", "networking.k8s.io/")
         ):
             continue  # custom resources: checked below
         kubernetes_validate.validate(obj, version, strict=True)
-        validated += 1
-    assert validated >= 15
+        validated.add((obj["kind"], obj["metadata"]["name"]))
+    assert len(validated) >= 20
+    gateway = {("Deployment", "gateway"), ("Service", "gateway"), ("NetworkPolicy", "gateway-http"),
+               ("PodDisruptionBudget", "gateway"), ("Secret", "candlewax-gateway-keys")}  # fmt: skip
+    assert gateway <= validated
+    assert (("Ingress", "gateway") in validated) == (overlay == "prod")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -106,7 +117,8 @@ def pod_templates(overlay: str) -> list[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_pod_is_restricted_read_only_limited_and_pinned(overlay: str) -> None:
     templates = pod_templates(overlay)
-    assert {name.split("/")[1] for name, _ in templates} >= {"flow", "notify", "connector-binance"}
+    names = {name.split("/")[1] for name, _ in templates}
+    assert names >= {"flow", "notify", "connector-binance", "gateway"}
     for name, template in templates:
         spec = template["spec"]
         pod = spec["securityContext"]
@@ -127,8 +139,23 @@ def test_every_pod_is_restricted_read_only_limited_and_pinned(overlay: str) -> N
             image = container["image"]
             assert ":" in image and not image.endswith(":latest"), where
             assert image.startswith("ghcr.io/candlewax/candlewax:"), where
+            ports = container.get("ports", [])
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if probe in container:  # a probe's port is one the container declares
+                    action = container[probe].get("httpGet") or container[probe]["tcpSocket"]
+                    assert probe_port(container, action["port"]) in {
+                        p["containerPort"] for p in ports
+                    }, (where, probe)
             for volume in spec.get("volumes", []):  # restricted: no hostPath
                 assert "hostPath" not in volume, where
+
+
+def probe_port(container: dict[str, Any], port: int | str) -> int | None:
+    """A probe's or Service's target port (a number or a container port's name) as a number."""
+    if isinstance(port, int):
+        return port
+    named = [p["containerPort"] for p in container.get("ports", []) if p["name"] == port]
+    return named[0] if named else None
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -143,6 +170,7 @@ def test_network_policies_deny_by_default_and_open_only_what_is_needed(overlay: 
         "kafka",
         "internet-https",
         "prometheus-scrape",
+        "gateway-http",
     } <= set(policies)
     https = policies["internet-https"]["egress"][0]
     assert https["ports"] == [{"protocol": "TCP", "port": 443}]
@@ -209,16 +237,15 @@ def test_monitoring_resources_point_at_real_ports_and_rules(overlay: str) -> Non
     (monitor,) = by_kind(overlay, "PodMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     selector = monitor["spec"]["selector"]["matchLabels"]
-    port = monitor["spec"]["podMetricsEndpoints"][0]["port"]
-    scraped = [
-        name
-        for name, template in pod_templates(overlay)
-        if selector.items() <= template["metadata"]["labels"].items()
-        and any(
-            p["name"] == port for c in template["spec"]["containers"] for p in c.get("ports", [])
-        )
-    ]
-    assert len(scraped) == len(pod_templates(overlay))  # every candlewax pod is scraped
+    endpoints = {e["port"]: e for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert len(endpoints) == len(monitor["spec"]["podMetricsEndpoints"])
+    for name, template in pod_templates(overlay):  # every candlewax pod is scraped, once
+        assert selector.items() <= template["metadata"]["labels"].items(), name
+        ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert len(ports & set(endpoints)) == 1, (name, ports)
+        if template["metadata"]["labels"]["app.kubernetes.io/name"] == "candlewax-gateway":
+            assert ports & set(endpoints) == {"http"}  # its /metrics is on its one port
+            assert endpoints["http"]["path"] == "/metrics"  # served: see the gateway's test
     job_label = monitor["spec"]["jobLabel"]
     for _, template in pod_templates(overlay):
         assert template["metadata"]["labels"][job_label].startswith(
@@ -242,6 +269,7 @@ def test_the_secrets_are_templates_and_the_processes_are_wired(overlay: str) -> 
         "TELEGRAM_CHAT_ID",
         "WECOM_WEBHOOK_KEY",
     }
+    assert set(secrets["candlewax-gateway-keys"]["stringData"]) == {"keys.toml"}
     for secret in secrets.values():  # no real secrets in the repo
         assert all(v == "" for k, v in secret["stringData"].items() if k != "AWS_REGION")
     sets = {s["metadata"]["name"]: s for s in by_kind(overlay, "StatefulSet")}
@@ -255,24 +283,34 @@ def test_the_secrets_are_templates_and_the_processes_are_wired(overlay: str) -> 
     if overlay == "prod":  # Parquet on object storage, credentials from their Secret
         assert data_dir.startswith("s3://") and "/var/lib/candlewax/data" not in mounts
         assert claims == {"recovery"}
-        assert set(secrets) == {"candlewax-notify", "candlewax-object-storage"}
+        assert set(secrets) == {
+            "candlewax-notify",
+            "candlewax-gateway-keys",
+            "candlewax-object-storage",
+        }
         storage = secrets["candlewax-object-storage"]["stringData"]
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} == set(storage)
         (source,) = flow["containers"][0]["envFrom"]
         assert source["secretRef"]["name"] == "candlewax-object-storage"
     else:  # dev keeps a volume
         assert data_dir == "/var/lib/candlewax/data" and data_dir in mounts
-        assert claims == {"recovery", "data"} and set(secrets) == {"candlewax-notify"}
+        assert claims == {"recovery", "data"}
+        assert set(secrets) == {"candlewax-notify", "candlewax-gateway-keys"}
     notify = sets["notify"]["spec"]["template"]["spec"]["containers"][0]
     assert notify["envFrom"][0]["secretRef"]["name"] == "candlewax-notify"
     assert sets["notify"]["spec"]["replicas"] == 1
+    deployments = {d["metadata"]["name"] for d in by_kind(overlay, "Deployment")}
     for obj in by_kind(overlay, "Service"):
-        assert obj["spec"]["clusterIP"] == "None"
-        assert obj["metadata"]["name"] in sets  # headless service of a StatefulSet
+        if obj["spec"].get("clusterIP") == "None":
+            assert obj["metadata"]["name"] in sets  # headless service of a StatefulSet
+        else:  # the gateway's replicas behind one address
+            assert obj["metadata"]["name"] == "gateway" and "gateway" in deployments
+            assert obj["spec"]["type"] == "ClusterIP"
     assert {p["metadata"]["name"] for p in by_kind(overlay, "PodDisruptionBudget")} == {
         "flow",
         "notify",
         "connectors",
+        "gateway",
     }
 
 
@@ -357,3 +395,144 @@ def test_the_flow_statefulset_is_one_bytewax_cluster(overlay: str) -> None:
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     assert budget["spec"]["selector"]["matchLabels"].items() <= flow_labels.items()
+
+
+def one(overlay: str, kind: str, name: str) -> dict[str, Any]:
+    (obj,) = [o for o in by_kind(overlay, kind) if o["metadata"]["name"] == name]
+    return obj
+
+
+def get(app: Any, path: str) -> httpx.Response:
+    """A GET through the ASGI app itself (no lifespan: no Kafka reader is started)."""
+
+    async def request() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.get(path)
+
+    return asyncio.run(request())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_deployment_service_ingress_and_policies_agree(
+    overlay: str, tmp_path: Path
+) -> None:
+    """The gateway: its settings as the pod resolves them, the port they listen on = the
+    container's = the Service's target = the Ingress backend's = the policy's; readiness on the
+    path the real app answers 503 without a Kafka reader and 200 with one; liveness on it only
+    with minutes of patience; the keys Secret mounted read-only where keys_file points; spread,
+    budget, draining."""
+    deployment = one(overlay, "Deployment", "gateway")
+    spec, template = deployment["spec"], deployment["spec"]["template"]
+    pod, labels = template["spec"], template["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "candlewax-gateway"
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0  # full count through a rollout
+    (main,) = pod["containers"]
+    assert main["args"] == ["serve"]
+    # The settings the pod runs with: its ConfigMap, then its environment.
+    env = container_env(main)
+    assert env["CANDLEWAX_CONFIG"] == "/etc/candlewax/candlewax.toml"
+    settings = overlay_settings(overlay, tuple(sorted(env.items())))
+    gateway = settings.gateway
+    assert gateway.host == "0.0.0.0"  # reachable from outside the pod
+    (http,) = main["ports"]
+    assert http["name"] == "http" and http["containerPort"] == gateway.port
+    # The keys file: in a read-only mount of the keys Secret, the Secret template a valid file.
+    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    keys_file = Path(gateway.keys_file)
+    (mount,) = [m for p, m in mounts.items() if keys_file.parent == Path(p)]
+    assert mount["readOnly"] is True
+    secret_volume = volumes[mount["name"]]["secret"]
+    assert secret_volume.get("optional") is not True  # a missing Secret must not pass silently
+    (item,) = [i for i in secret_volume["items"] if i["path"] == keys_file.name]
+    secret = one(overlay, "Secret", secret_volume["secretName"])
+    template_file = tmp_path / "keys.toml"
+    template_file.write_text(secret["stringData"][item["key"]])
+    assert not Keys.load(template_file)  # the template: no keys, private streams off
+    # data_dir: the flow's Parquet, read-only (dev: a stand-in volume; prod: the bucket).
+    data_dir = str(settings.data_dir)
+    if overlay == "prod":
+        assert data_dir.startswith("s3://") and data_dir not in mounts
+        (source,) = main["envFrom"]
+        assert source["secretRef"]["name"] == "candlewax-object-storage"
+        https = by_kind(overlay, "NetworkPolicy")
+        (internet,) = [p["spec"] for p in https if p["metadata"]["name"] == "internet-https"]
+        assert (
+            labels["app.kubernetes.io/component"]
+            in internet["podSelector"]["matchExpressions"][0]["values"]
+        )
+    else:
+        assert mounts[data_dir]["readOnly"] is True
+    # Probes: readiness is the app's /healthz. Liveness on it only with minutes of patience (a
+    # Kafka outage turns every replica's /healthz 503 together); startup covers the warm-up
+    # before uvicorn listens.
+    readiness = main["readinessProbe"]
+    ready = readiness["httpGet"]
+    assert probe_port(main, ready["port"]) == gateway.port
+    live = main["livenessProbe"]
+    check = live.get("httpGet") or live["tcpSocket"]
+    assert probe_port(main, check["port"]) == gateway.port
+    if check.get("path") == ready["path"]:
+        assert live["periodSeconds"] * live["failureThreshold"] >= 300
+        assert live["failureThreshold"] > readiness["failureThreshold"]
+    assert probe_port(main, main["startupProbe"]["tcpSocket"]["port"]) == gateway.port
+    (monitor,) = by_kind(overlay, "PodMonitor")
+    (scrape,) = [e for e in monitor["spec"]["podMetricsEndpoints"] if e["port"] == http["name"]]
+    app_settings = overlay_settings(
+        overlay, tuple(sorted({**env, "CANDLEWAX_GATEWAY__KEYS_FILE": str(template_file)}.items()))
+    )
+    not_reading = get(create_app(app_settings, feed=True), ready["path"])
+    assert not_reading.status_code == 503  # reader not started: not ready
+    reading = create_app(app_settings, feed=False)  # no reader to wait for: ready
+    assert get(reading, ready["path"]).status_code == 200
+    metrics_page = get(reading, scrape["path"])
+    assert metrics_page.status_code == 200 and metrics_page.headers["content-type"].startswith(
+        "text/plain; version="
+    )
+    # Draining: the preStop sleep ends well within the grace period; spread over nodes.
+    sleep = main["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep[0] == "sleep" and 0 < int(sleep[1]) < pod["terminationGracePeriodSeconds"] - 10
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
+    # The Service: ClusterIP over these pods, port "http" onto the container's port.
+    service = one(overlay, "Service", "gateway")
+    assert service["spec"]["type"] == "ClusterIP" and "clusterIP" not in service["spec"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == http["name"] and port["port"] == gateway.port
+    assert probe_port(main, port["targetPort"]) == http["containerPort"]
+    # Who may connect: the ingress controller and Prometheus, on the container's port; egress
+    # to Kafka as every candlewax pod.
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(overlay, "NetworkPolicy")}
+    policy = policies["gateway-http"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": http["containerPort"]}]
+    namespaces = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                  for p in rule["from"]}  # fmt: skip
+    assert namespaces == {"ingress-nginx", "monitoring"}
+    assert policies["candlewax-to-kafka"]["podSelector"]["matchLabels"].items() <= labels.items()
+    # One replica at a time in a drain, never all.
+    budget = one(overlay, "PodDisruptionBudget", "gateway")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= budget["spec"]["maxUnavailable"] < spec["replicas"]
+    # The Ingress (prod): onto the Service's port by name, WebSocket-friendly timeouts, no
+    # sticky sessions (the replicas are interchangeable).
+    ingresses = by_kind(overlay, "Ingress")
+    assert len(ingresses) == (overlay == "prod")
+    for ingress in ingresses:
+        notes = ingress["metadata"]["annotations"]
+        assert notes["nginx.ingress.kubernetes.io/proxy-http-version"] == "1.1"
+        assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+        assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+        assert "nginx.ingress.kubernetes.io/affinity" not in notes
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        (path,) = [p for r in ingress["spec"]["rules"] for p in r["http"]["paths"]]
+        assert path["path"] == "/" and path["pathType"] == "Prefix"
+        backend = path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"] == {"name": port["name"]}
