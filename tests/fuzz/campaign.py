@@ -33,6 +33,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
 from candlewax.codec import (
@@ -45,6 +46,7 @@ from candlewax.codec import (
     ParseError,
     Since,
     Trade,
+    UserEvent,
     decode_message,
     encode_trades,
 )
@@ -135,6 +137,24 @@ def _alerts() -> tuple[bytes, ...]:
     flushed = bars.flush()
     alerts += vol.on_trades(flushed.on_time) + vol.on_closed(flushed.closed)
     return tuple(a.encode() for a in alerts)
+
+
+@cache
+def _user_events() -> tuple[bytes, ...]:
+    """The alert events and delivery outcomes of the recorded alerts, as the notifier writes
+    them for a gateway user."""
+    alerts = [Alert.decode(raw) for raw in _alerts()[:300]]
+    outcomes = (("delivered", ""), ("digested", ""), ("dead_lettered", "http_403"),
+                ("dead_lettered", "errcode_-2"), ("duplicate", "delivered"))  # fmt: skip
+    out = []
+    for i, alert in enumerate(alerts):
+        user = ("desk-1", "ops.team_2", "U" * 64)[i % 3]
+        ts_ms = alert.ts_ms + 250
+        out.append(UserEvent.of_alert(user, alert, ts_ms).encode())
+        outcome, reason = outcomes[i % len(outcomes)]
+        channel = ("tg:-1001234567890", "desk", "企业微信")[i % 3]
+        out.append(UserEvent.of_delivery(user, alert.id, channel, outcome, reason, ts_ms).encode())
+    return tuple(out)
 
 
 @cache
@@ -594,12 +614,80 @@ def _parquet(items: list[bytes], both_ways: bool = False) -> Iterator[str | None
         yield reasons.get(index + 1)
 
 
+# --------------------------------------------------------------------------- the gateway's inputs
+
+
+def _gateway_requests() -> tuple[bytes, ...]:
+    """Requests as clients send them (Binance's methods, a login) over real stream names."""
+    from sinks.gateway.auth import sign
+
+    names = ["btcusdt@kline_1m", "binance:ethusdt@trade", "okx:btcusdt@ticker", "!ticker@arr",
+             "!alert", "finnhub:binance:btcusdt@alert", "user"]  # fmt: skip
+    out = [orjson.dumps({"method": "SUBSCRIBE", "params": names[:k], "id": k}) for k in range(1, 8)]
+    out += [
+        orjson.dumps({"method": "UNSUBSCRIBE", "params": names[2:4], "id": "abc"}),
+        b'{"method":"LIST_SUBSCRIPTIONS","id":3}',
+        b'{"method":"SET_PROPERTY","params":["combined",true],"id":5}',
+        b'{"method":"GET_PROPERTY","params":["combined"],"id":null}',
+        orjson.dumps(
+            {
+                "method": "LOGIN",
+                "params": {
+                    "apiKey": "desk-1",
+                    "timestamp": 1723161600000,
+                    "signature": sign("desk-1", "s3cret", 1723161600000),
+                },
+                "id": 7,
+            }
+        ),
+    ]
+    return tuple(out)
+
+
+def _protocol_reason(code: int, msg: str) -> str:
+    if code == 3:
+        return "json"
+    if code == 0 or "unknown field" in msg:
+        return "unknown_field"
+    if "missing field" in msg:
+        return "missing_field"
+    if "unknown variant" in msg:
+        return "unknown_type"
+    return "bad_name" if "stream" in msg else "bad_type"
+
+
+def _gateway_request(items: list[bytes]) -> Iterator[str | None]:
+    """parse_request, then what the gateway does with the request: stream names parsed, a
+    LOGIN checked against a key (never an exception but the protocol's)."""
+    from sinks.gateway.auth import Keys, key_hash
+    from sinks.gateway.protocol import ProtocolError, parse_request
+    from sinks.gateway.streams import StreamError, parse_stream
+
+    keys = Keys({"desk-1": bytes.fromhex(key_hash("s3cret").removeprefix("sha256:"))})
+    for raw in items:
+        try:
+            request = parse_request(raw)
+            if request.method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+                for name in request.params:
+                    parse_stream(name, "binance", ("1m", "5m", "1h", "1d"))
+            elif request.method == "LOGIN":
+                keys.check(request.params, 1723161600000, 10_000)
+        except ProtocolError as exc:
+            yield _protocol_reason(exc.code, exc.msg)
+        except StreamError:
+            yield "bad_name"
+        else:
+            yield None
+
+
 def targets() -> list[Target]:
     return [
         Target("trades", _trade_messages, _trades_batch, chunk=100),
         Target("bar", _bars, _single(Bar.decode)),
         Target("alert", _alerts, _single(Alert.decode)),
+        Target("user-event", _user_events, _single(UserEvent.decode)),
         Target("deadletter", _dead_letters, _single(DeadLetter.decode)),
+        Target("gateway-request", _gateway_requests, _gateway_request, chunk=100),
         Target(
             "binance",
             lambda: (
