@@ -15,14 +15,17 @@ from candlewax.settings import Settings
 log = logging.getLogger(__name__)
 
 TRADES, BARS, ALERTS, DEADLETTER = "trades", "bars", "alerts", "deadletter"
-ALL = (TRADES, BARS, ALERTS, DEADLETTER)
+#: A gateway user's private stream (codec ``UserEvent``), keyed by the user id: the alerts routed
+#: to the user's gateway destinations and the delivery outcomes of those alerts (docs/alerts.md).
+USER_EVENTS = "user_events"
+ALL = (TRADES, BARS, ALERTS, DEADLETTER, USER_EVENTS)
 
 
 def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL) -> dict[str, str]:
     """Create missing topics; existing ones are left as they are. Returns name → created|exists.
 
     ``trades``, ``bars`` and ``alerts`` get ``settings.partitions`` partitions (all keyed by
-    venue:SYMBOL); ``deadletter`` gets one.
+    venue:SYMBOL), and so does ``user_events`` (keyed by user id); ``deadletter`` gets one.
     """
     admin = AdminClient(admin_config(settings.connection))
     config: Mapping[str, str] = {}

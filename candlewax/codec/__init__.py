@@ -6,7 +6,7 @@ canonical form, their encoding and their decoding.
 - :mod:`~candlewax.codec.strictjson` — JSON from untrusted sources (I-JSON: no repeated member,
   no lone surrogate; bounded size);
 - :mod:`~candlewax.codec.records` — Trade, Heartbeat, the markers Since and Gap, Bar, Alert,
-  DeadLetter;
+  UserEvent, DeadLetter;
 - :mod:`~candlewax.codec.columns` — the same records column-wise: the flow's fast path, which
   accepts exactly the canonical messages, and the column encoders.
 
@@ -18,9 +18,12 @@ The rules are described for users in ``docs/reliability.md``.
 from candlewax.codec.records import (
     ALERT_FIELDS,
     BAR_FIELDS,
+    DELIVERY_OUTCOMES,
     HEARTBEAT_FIELDS,
     RAW_LIMIT,
     TRADE_FIELDS,
+    USER_EVENT_TYPES,
+    USER_PATTERN,
     Alert,
     Bar,
     DeadLetter,
@@ -30,10 +33,12 @@ from candlewax.codec.records import (
     Rejected,
     Since,
     Trade,
+    UserEvent,
     alert_id,
     decode_message,
     decode_record,
     encode_trades,
+    user_id,
 )
 from candlewax.codec.rules import (
     DECIMALS,
@@ -63,6 +68,7 @@ __all__ = [
     "ALERT_FIELDS",
     "BAR_FIELDS",
     "DECIMALS",
+    "DELIVERY_OUTCOMES",
     "HEARTBEAT_FIELDS",
     "INTERVALS",
     "MAX_ARRAY_ITEMS",
@@ -79,6 +85,8 @@ __all__ = [
     "SEVERITIES",
     "SIDES",
     "TRADE_FIELDS",
+    "USER_EVENT_TYPES",
+    "USER_PATTERN",
     "Alert",
     "Bar",
     "DeadLetter",
@@ -89,6 +97,7 @@ __all__ = [
     "Rejected",
     "Since",
     "Trade",
+    "UserEvent",
     "alert_id",
     "decode_message",
     "decode_record",
@@ -99,4 +108,5 @@ __all__ = [
     "message_key",
     "normalize_symbol",
     "to_scaled",
+    "user_id",
 ]

@@ -1,5 +1,5 @@
-"""The records on the wire — Trade, Heartbeat, Bar, Alert, DeadLetter — each with its fields,
-limits, canonical encoding and total decoding.
+"""The records on the wire — Trade, Heartbeat, Bar, Alert, UserEvent, DeadLetter — each with its
+fields, limits, canonical encoding and total decoding.
 
 Every value is one UTF-8 JSON object with a schema version ``v``. Prices and quantities travel as
 canonical decimal strings exactly as the exchange sent them (``"61828.00000000"``); timestamps
@@ -543,7 +543,12 @@ class Alert(_Keyed):
     @classmethod
     def decode(cls, value: bytes | str) -> Alert:
         """An ``alerts`` message → Alert, every field checked (a reader may trust them all)."""
-        obj = _checked(loads(value), _ALERT_MEMBERS, ALERT_FIELDS[:-1], version_required=False)
+        return cls.from_dict(loads(value))
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Alert:
+        """A decoded JSON value → Alert, checked as :meth:`decode` checks it."""
+        obj = _checked(obj, _ALERT_MEMBERS, ALERT_FIELDS[:-1], version_required=False)
         interval = rules.choice(obj["interval"], "interval", tuple(INTERVALS))
         start = rules.timestamp(obj["window_start_ms"], "window_start_ms")
         assert start is not None
@@ -562,6 +567,130 @@ class Alert(_Keyed):
             price=rules.decimal(obj["price"], "price"),
             severity=rules.choice(obj["severity"], "severity", SEVERITIES),
             text=rules.text(obj["text"], "text"),
+        )
+
+
+# --------------------------------------------------------------------------- user events
+
+#: A gateway user: the id of an API key (``desk-1``); the key of ``user_events``.
+USER_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_USER_RE = re.compile(USER_PATTERN)
+USER_EVENT_TYPES = ("alert", "delivery")
+#: The final outcomes of an alert on one destination, as the notifier records them.
+DELIVERY_OUTCOMES = ("delivered", "digested", "dead_lettered", "duplicate")
+#: A delivery's reason: a short label (``http_403``, ``errcode_93000``, ``unavailable``), or "".
+REASON_PATTERN = r"[A-Za-z0-9._:-]{0,64}"
+_REASON_RE = re.compile(REASON_PATTERN)
+#: Longest ``channel`` of a delivery event (a destination: ``name`` or ``name:chat_id``).
+MAX_CHANNEL = 200
+#: Largest ``user_events`` message read: an alert at every limit, JSON-escaped, is < 8 KB.
+MAX_USER_EVENT_BYTES = 32_768
+USER_ALERT_FIELDS = ("v", "type", "user", "ts_ms", "alert")
+USER_DELIVERY_FIELDS = ("v", "type", "user", "ts_ms", "alert_id", "channel", "outcome", "reason")
+_USER_MEMBERS = {
+    "alert": frozenset(USER_ALERT_FIELDS),
+    "delivery": frozenset(USER_DELIVERY_FIELDS),
+}
+
+
+def user_id(value: Any, field: str = "user") -> str:
+    """A gateway user id: a string of :data:`USER_PATTERN`."""
+    if value is None or value == "":
+        raise ParseError("missing_field", field)
+    if not isinstance(value, str):
+        raise ParseError("bad_type", f"{field} is a {type_name(value)}, expected a string")
+    if not _USER_RE.fullmatch(value):
+        shown = repr(value) if len(value) <= 40 else f"{value[:37]!r}..."
+        raise ParseError("bad_name", f"{field}={shown} is not of the form {USER_PATTERN}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    """One record of a gateway user's private stream (topic ``user_events``, key = ``user``).
+
+    ``type`` is ``alert`` (an alert routed to the user's gateway destination: ``alert`` holds it)
+    or ``delivery`` (the final ``outcome`` of an alert the user receives on one destination,
+    ``channel``, with a short ``reason``). ``alert_id`` is set for both; ``ts_ms`` is when the
+    notifier wrote the record. Build them with :meth:`of_alert` and :meth:`of_delivery`.
+    """
+
+    type: str
+    user: str
+    ts_ms: int
+    alert_id: str
+    alert: Alert | None = None
+    channel: str = ""
+    outcome: str = ""
+    reason: str = ""
+    v: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return self.user
+
+    @classmethod
+    def of_alert(cls, user: str, alert: Alert, ts_ms: int) -> UserEvent:
+        return cls("alert", user, ts_ms, alert.id, alert)
+
+    @classmethod
+    def of_delivery(
+        cls, user: str, alert_id: str, channel: str, outcome: str, reason: str, ts_ms: int
+    ) -> UserEvent:
+        return cls("delivery", user, ts_ms, alert_id, None, channel, outcome, reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {"v": self.v, "type": self.type, "user": self.user, "ts_ms": self.ts_ms}
+        if self.type == "alert":
+            assert self.alert is not None
+            return {**head, "alert": asdict(self.alert)}
+        return {**head, "alert_id": self.alert_id, "channel": self.channel,
+                "outcome": self.outcome, "reason": self.reason}  # fmt: skip
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def decode(cls, value: bytes | str) -> UserEvent:
+        """A ``user_events`` message → UserEvent, every field checked (the alert's too)."""
+        sized = isinstance(value, bytes | bytearray | memoryview | str)
+        if sized and len(value) > MAX_USER_EVENT_BYTES:
+            raise ParseError("too_large", f"{len(value)} bytes, at most {MAX_USER_EVENT_BYTES}")
+        obj = loads(value)
+        if not isinstance(obj, dict):
+            raise ParseError("not_object", f"got {type_name(obj)}")
+        kind = obj.get("type")
+        if kind is None:
+            raise ParseError("missing_field", "type")
+        if not isinstance(kind, str) or kind not in _USER_MEMBERS:
+            raise ParseError("unknown_type", f"type={str(kind)[:40]!r}")
+        fields = USER_ALERT_FIELDS if kind == "alert" else USER_DELIVERY_FIELDS
+        obj = _checked(obj, _USER_MEMBERS[kind], fields)
+        user = user_id(obj["user"])
+        ts_ms = rules.timestamp(obj["ts_ms"], "ts_ms")
+        assert ts_ms is not None
+        if kind == "alert":
+            try:
+                alert = Alert.from_dict(obj["alert"])
+            except ParseError as exc:
+                raise ParseError(exc.reason, f"alert: {exc.detail}") from None
+            return cls.of_alert(user, alert, ts_ms)
+        channel = rules.text(obj["channel"], "channel", MAX_CHANNEL)
+        if not channel:
+            raise ParseError("missing_field", "channel")
+        reason = obj["reason"]
+        if not isinstance(reason, str):
+            raise ParseError("bad_type", f"reason is a {type_name(reason)}, expected a string")
+        if not _REASON_RE.fullmatch(reason):
+            shown = repr(reason) if len(reason) <= 40 else f"{reason[:37]!r}..."
+            raise ParseError("bad_name", f"reason={shown} is not of the form {REASON_PATTERN}")
+        return cls.of_delivery(
+            user,
+            rules.name(obj["alert_id"], "alert_id", "alert_id"),
+            channel,
+            rules.choice(obj["outcome"], "outcome", DELIVERY_OUTCOMES),
+            reason,
+            ts_ms,
         )
 
 

@@ -26,6 +26,7 @@ from candlewax.codec import (
     Heartbeat,
     ParseError,
     Trade,
+    UserEvent,
     alert_id,
     decode_message,
     decode_record,
@@ -322,6 +323,107 @@ def test_alerts_round_trip_and_every_field_is_checked() -> None:
         assert info.value.reason == why, change
 
 
+# --------------------------------------------------------------------------- user events
+
+USER_ALERT = {"v": 1, "type": "alert", "user": "desk-1", "ts_ms": 1723161351000}
+USER_DELIVERY = {"v": 1, "type": "delivery", "user": "desk-1", "ts_ms": 1723161351000,
+                 "alert_id": "5fddbb49fd7eb91198225183", "channel": "tg:-1001234567890",
+                 "outcome": "dead_lettered", "reason": "http_403"}  # fmt: skip
+
+
+def test_user_events_round_trip_and_every_field_is_checked() -> None:
+    alert = Alert.decode(orjson.dumps(good_alert()))
+    event = UserEvent.of_alert("desk-1", alert, 1723161351000)
+    obj = {**USER_ALERT, "alert": good_alert()}
+    assert event.encode() == orjson.dumps(obj)  # the wire form, member for member
+    assert UserEvent.decode(event.encode()) == event
+    assert (event.key, event.alert_id, event.alert) == ("desk-1", alert.id, alert)
+    delivery = UserEvent.decode(orjson.dumps(USER_DELIVERY))
+    assert delivery == UserEvent.of_delivery(
+        "desk-1", "5fddbb49fd7eb91198225183", "tg:-1001234567890", "dead_lettered", "http_403",
+        1723161351000,
+    )  # fmt: skip
+    assert delivery.encode() == orjson.dumps(USER_DELIVERY)
+    assert UserEvent.decode(orjson.dumps({**USER_DELIVERY, "reason": ""})).reason == ""
+    for base, change, why in (
+        (obj, {"v": 2}, "schema_version"),
+        (obj, {"type": "login"}, "unknown_type"),
+        (obj, {"type": 1}, "unknown_type"),
+        (obj, {"user": "desk 1"}, "bad_name"),
+        (obj, {"user": "d" * 65}, "bad_name"),
+        (obj, {"user": ""}, "missing_field"),
+        (obj, {"user": 7}, "bad_type"),
+        (obj, {"ts_ms": 1723161351}, "bad_timestamp"),
+        (obj, {"alert": good_alert(ts_ms="x")}, "bad_timestamp"),  # the alert is checked too
+        (obj, {"alert": good_alert(extra=1)}, "unknown_field"),
+        (obj, {"alert": [1]}, "not_object"),
+        (obj, {"alert_id": "5fddbb49fd7eb91198225183"}, "unknown_field"),  # not of an alert
+        (USER_DELIVERY, {"alert": good_alert()}, "unknown_field"),
+        (USER_DELIVERY, {"alert_id": "5FDDBB49FD7EB91198225183"}, "bad_name"),
+        (USER_DELIVERY, {"outcome": "lost"}, "bad_type"),
+        (USER_DELIVERY, {"reason": "http 403"}, "bad_name"),
+        (USER_DELIVERY, {"reason": "r" * 65}, "bad_name"),
+        (USER_DELIVERY, {"reason": None}, "bad_type"),
+        (USER_DELIVERY, {"channel": ""}, "missing_field"),
+        (USER_DELIVERY, {"channel": "c" * 201}, "too_large"),
+    ):
+        with pytest.raises(ParseError) as info:
+            UserEvent.decode(orjson.dumps({**base, **change}))
+        assert info.value.reason == why, change
+    for name in USER_DELIVERY:
+        with pytest.raises(ParseError) as info:
+            UserEvent.decode(orjson.dumps({k: v for k, v in USER_DELIVERY.items() if k != name}))
+        assert info.value.reason == "missing_field", name
+    with pytest.raises(ParseError) as info:
+        UserEvent.decode(orjson.dumps({**obj, "padding": "x" * 40_000}))
+    assert info.value.reason == "too_large"
+
+
+def _mutants(obj: object) -> st.SearchStrategy[object]:
+    """``obj`` with one member (possibly nested) replaced, removed or added."""
+    values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80) | \
+        st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)  # fmt: skip
+
+    def change(draw_key: tuple[str, str | None, object, bool]) -> object:
+        key, inner, value, remove = draw_key
+        out = json.loads(json.dumps(obj))
+        target = out["alert"] if inner and isinstance(out.get("alert"), dict) else out
+        name = inner or key
+        if remove:
+            target.pop(name, None)
+        else:
+            target[name] = value
+        return out
+
+    outer = sorted({*USER_DELIVERY, *USER_ALERT, "alert", "x"})
+    return st.tuples(
+        st.sampled_from(outer), st.none() | st.sampled_from([*good_alert(), "y"]), values,
+        st.booleans(),
+    ).map(change)  # fmt: skip
+
+
+user_event_inputs = (
+    st.one_of(
+        _mutants({**USER_ALERT, "alert": good_alert()}),
+        _mutants(USER_DELIVERY),
+    ).map(lambda obj: json.dumps(obj).encode())
+    | st.binary(max_size=300)
+    | st.text(max_size=300).map(str.encode)
+)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(user_event_inputs)
+def test_user_event_decode_is_total_and_what_it_accepts_round_trips(raw: bytes) -> None:
+    try:
+        event = UserEvent.decode(raw)
+    except ParseError as exc:
+        assert exc.reason in REASONS
+        return
+    assert isinstance(event, UserEvent)
+    assert UserEvent.decode(event.encode()) == event
+
+
 # --------------------------------------------------------------------------- dead letters
 
 
@@ -354,8 +456,15 @@ def test_the_largest_records_fit_the_broker_limit_by_construction() -> None:
     sizes["bar"] = len(Bar("b" * 32, "S" * 64, "1h", 1723161600000, 1723165200000,
                            *["9" * 26 + ".12345678"] * 6, "9" * 40 + "." + "1" * 16, "9" * 14,
                            10**12, "9" * 26, "9" * 40, name, name).encode())  # fmt: skip
-    sizes["alert"] = len(Alert("a" * 24, "r" * 32, "b" * 32, "S" * 64, "1h", 1723161600000, T0,
-                               "9" * 60, "9" * 60, "9" * 60, "critical", "\x01" * 1000).encode())  # fmt: skip
+    worst_alert = Alert("a" * 24, "r" * 32, "b" * 32, "S" * 64, "1h", 1723161600000, T0,
+                        "9" * 60, "9" * 60, "9" * 60, "critical", "\x01" * 1000)  # fmt: skip
+    sizes["alert"] = len(worst_alert.encode())
+    decimal = "9" * 14 + "." + "9" * 30  # the widest value and threshold an alert may carry
+    valid = Alert("a" * 24, "r" * 32, "b" * 32, "S" * 64, "1h", 1723161600000, T0, decimal,
+                  decimal, "9" * 14 + "." + "9" * 8 + "0" * 22, "critical", "\x01" * 1000)  # fmt: skip
+    user_event = UserEvent.of_alert("u" * 64, valid, T0).encode()
+    sizes["user event"] = len(user_event)
+    assert UserEvent.decode(user_event).alert == valid  # within its own read limit
     assert max(sizes.values()) < 100_000 < MAX_MESSAGE_BYTES, sizes
 
 
@@ -382,7 +491,7 @@ def test_every_decoder_returns_a_record_or_a_parse_error_for_any_bytes(raw: byte
     good, bad = decode_message(raw)
     assert all(r.reason in REASONS for r in bad)
     assert all(isinstance(r, Trade | Heartbeat) for r in good)
-    for decode in (Bar.decode, Alert.decode, DeadLetter.decode, loads):
+    for decode in (Bar.decode, Alert.decode, UserEvent.decode, DeadLetter.decode, loads):
         try:
             decode(raw)
         except ParseError as exc:
