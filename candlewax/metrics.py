@@ -232,6 +232,12 @@ NOTIFY_DEAD_LETTERED = Counter(
     "unavailable, ...); channel '-' for unreadable alert messages.",
     ["channel", "reason"],
 )
+NOTIFY_USER_EVENTS = Counter(
+    "candlewax_notify_user_events_total",
+    "Records the notifier produced to user_events (a gateway user's stream), by type (alert, "
+    "delivery) and outcome (ok: confirmed by Kafka; error: refused, timed out or not produced).",
+    ["type", "outcome"],
+)
 
 # The gateway (candlewax serve).
 GATEWAY_CONNECTIONS = Gauge(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -26,8 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from candlewax.codec import INTERVALS, SEVERITIES, Alert
-from candlewax.errors import ConfigError
+from candlewax.codec import INTERVALS, SEVERITIES, USER_PATTERN, Alert, user_id
+from candlewax.errors import ConfigError, ParseError
 from candlewax.settings.alerts import RULES
 from candlewax.settings.types import CommaList, Secret, _comma_list
 
@@ -118,8 +119,26 @@ class ConsoleChannel(_Channel):
     type: Literal["console"]
 
 
+def _user(value: str) -> str:
+    try:
+        return user_id(value)
+    except ParseError:
+        raise ValueError(
+            f"not a gateway user id ({USER_PATTERN}: the key id of an API key)"
+        ) from None
+
+
+class GatewayChannel(_Channel):
+    """The private ``user`` stream of one gateway user (``candlewax serve``): alerts go to the
+    ``user_events`` topic, keyed by the user."""
+
+    type: Literal["gateway"]
+    user: Annotated[str, AfterValidator(_user)]
+
+
 Channel = Annotated[
-    TelegramChannel | WeComChannel | WebhookChannel | ConsoleChannel, Field(discriminator="type")
+    TelegramChannel | WeComChannel | WebhookChannel | ConsoleChannel | GatewayChannel,
+    Field(discriminator="type"),
 ]
 
 

@@ -4,7 +4,9 @@
 A credential comes from the channel table, its mounted secret file (``token_file``/``key_file``/
 ``url_file``/``secret_file``), or the environment (``TELEGRAM_BOT_TOKEN``, ``TELEGRAM_CHAT_ID``,
 ``WECOM_WEBHOOK_KEY``, each also as ``..._FILE``). Without a ``channels`` table, the environment
-alone defines them. Secrets never appear in reprs, logs or metrics labels. See docs/alerts.md.
+alone defines them. Secrets never appear in reprs, logs or metrics labels. A gateway channel
+(``type = "gateway"``) needs none: its alerts go to the ``user_events`` topic of the same Kafka.
+See docs/alerts.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from candlewax.settings import Settings, env_secret
 from candlewax.settings.notify import (
     Channel,
     ConsoleChannel,
+    GatewayChannel,
     NotifySettings,
     Rate,
     Route,
@@ -38,6 +41,7 @@ from sinks.notify.channels import (
     TelegramChat,
     WeComRobot,
 )
+from sinks.notify.gateway import GatewayUser
 from sinks.notify.ratelimit import RateLimiter
 
 #: The platforms' published limits (docs/alerts.md): Telegram ~1 msg/s per chat, 20/min in a group,
@@ -47,6 +51,8 @@ TELEGRAM_GROUP_RATES = (Rate(1, 1.0), Rate(20, 60.0))
 TELEGRAM_BOT_RATES = (Rate(30, 1.0),)
 WECOM_RATES = (Rate(20, 60.0),)
 WEBHOOK_RATES = (Rate(10, 1.0),)
+#: A gateway user's stream is a Kafka topic: generous, a bound against a runaway route only.
+GATEWAY_RATES = (Rate(50, 1.0),)
 
 __all__ = ["NotifyConfig", "Route", "channels_from_env"]
 
@@ -224,5 +230,8 @@ def _build(
                 RateLimiter(spec.rate if spec.rate is not None else WEBHOOK_RATES),
             )
         ]
+    if isinstance(spec, GatewayChannel):
+        limiter = RateLimiter(spec.rate if spec.rate is not None else GATEWAY_RATES)
+        return [GatewayUser(name, spec.user, limiter)]
     assert isinstance(spec, ConsoleChannel)
     return [Console(name, RateLimiter(spec.rate or ()), language, console)]

@@ -16,12 +16,17 @@ outcomes and commits offsets; one worker thread per destination sends.
   first alert not yet finished on *every* destination. A restart skips what the store has. The one
   window left is a crash between the platform's answer and the store write: that message may be
   sent again (webhooks get the alert id as ``X-Candlewax-Id`` to deduplicate).
+- **Gateway users** (:mod:`sinks.notify.gateway`): an alert routed to a gateway user goes to the
+  ``user_events`` topic like a message to any other destination; every final outcome of such an
+  alert, on each of its destinations, is also published there for each of its gateway users
+  (``type: "delivery"``), without ever holding up or failing this loop.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,15 +38,17 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from candlewax import metrics
 from candlewax.backoff import Backoff
-from candlewax.codec import Alert, DeadLetter
+from candlewax.codec import Alert, DeadLetter, UserEvent
+from candlewax.codec.records import MAX_CHANNEL
 from candlewax.errors import ParseError
 from candlewax.kafka import TrackedProducer, consumer_config
 from candlewax.logs import SECRETS
 from candlewax.settings import Settings
-from candlewax.topics import ALERTS, DEADLETTER
+from candlewax.topics import ALERTS, DEADLETTER, USER_EVENTS
 from sinks.notify import channels
 from sinks.notify.channels import Destination
 from sinks.notify.config import NotifyConfig
+from sinks.notify.gateway import GatewayUser, UserEvents
 from sinks.notify.store import DeliveredStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,12 @@ DELIVERED = "delivered"
 DEAD_LETTERED = "dead_lettered"
 #: Dead-letter reason by outcome detail; everything else the platform refused.
 _DEAD_REASONS = {"unavailable": "notify_unavailable", "worker_error": "notify_error"}
+_NOT_LABEL = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+def _label(text: str) -> str:
+    """A delivery event's ``reason``: the outcome's short label, in the codec's charset."""
+    return _NOT_LABEL.sub("_", text)[:64]
 
 
 @dataclass(slots=True)
@@ -59,6 +72,8 @@ class _Item:
     partition: int
     offset: int
     received: float  # monotonic
+    #: The gateway users the alert was routed to: they get its outcomes on every destination.
+    users: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -290,6 +305,16 @@ class Notifier:
         self.workers = {
             d.key: _Worker(d, self.client, config, self._on_done) for d in config.destinations
         }
+        #: The producer of user_events, when a gateway user is among the destinations: their
+        #: alert events and the delivery outcomes of their alerts.
+        self.user_events: UserEvents | None = None
+        gateways = [d for d in config.destinations if isinstance(d, GatewayUser)]
+        if gateways:
+            self.user_events = UserEvents(
+                settings.connection, settings.topic(USER_EVENTS), config.settings.timeout_s
+            )
+            for dest in gateways:
+                dest.events = self.user_events
         #: partition -> {offset: destinations still to finish}, in offset order.
         self._pending: dict[int, dict[int, int]] = {}
         self._next: dict[int, int] = {}
@@ -334,6 +359,8 @@ class Notifier:
                 messages = self.consumer.consume(500, timeout=0.1)
                 self._handle(messages)
                 self._drain()
+                if self.user_events is not None:
+                    self.user_events.poll()
                 self._supervise()
                 self._flow_control()
                 if time.monotonic() - last_commit >= 0.5:
@@ -353,10 +380,14 @@ class Notifier:
                 self._commit(asynchronous=False)
                 self.consumer.close()
         finally:
-            self.producer.flush()
-            self.store.close()
-            if self._own_client:
-                self.client.close()
+            try:
+                self.producer.flush()
+            finally:
+                if self.user_events is not None:
+                    self.user_events.close()
+                self.store.close()
+                if self._own_client:
+                    self.client.close()
 
     def _supervise(self) -> None:
         """A destination worker whose thread ended (it is never asked to before shutdown) is
@@ -403,15 +434,17 @@ class Notifier:
 
     def _dispatch(self, item: _Item) -> None:
         targets = self.config.route(item.alert)
+        item.users = tuple(dict.fromkeys(d.user for d in targets if isinstance(d, GatewayUser)))
         waiting = 0
         for dest in targets:
             key = (item.alert.id, dest.key)
             if key in self._in_flight:  # the same alert again (an at-least-once upstream)
                 self._in_flight[key].append((item.partition, item.offset))
                 waiting += 1
-            elif self.store.seen(item.alert.id, dest.key):
+            elif (earlier := self.store.outcome(item.alert.id, dest.key)) is not None:
                 metrics.NOTIFY_ALERTS.labels(dest.channel, "duplicate").inc()
                 self.stats["duplicate"] += 1
+                self._publish_outcome(item, dest, "duplicate", earlier)
             else:
                 self._in_flight[key] = [(item.partition, item.offset)]
                 self.workers[dest.key].put(item)
@@ -445,7 +478,9 @@ class Notifier:
                 metrics.NOTIFY_DIGESTS.labels(dest.channel).inc()
             metrics.NOTIFY_ALERTS.labels(dest.channel, outcome).inc(len(done.items))
             self.stats[outcome] += len(done.items)
+            reason = done.reason if done.outcome == DEAD_LETTERED else ""
             for item in done.items:
+                self._publish_outcome(item, dest, outcome, reason)
                 if done.outcome == DELIVERED:
                     metrics.NOTIFY_LATENCY.labels(dest.channel).observe(
                         done.finished - item.received
@@ -454,6 +489,17 @@ class Notifier:
                     metrics.NOTIFY_END_TO_END.labels(dest.channel).observe(max(0.0, end_to_end))
                 for partition, offset in self._in_flight.pop((item.alert.id, dest.key), []):
                     self._resolve(partition, offset)
+
+    def _publish_outcome(self, item: _Item, dest: Destination, outcome: str, reason: str) -> None:
+        """The outcome of ``item`` on ``dest`` to each gateway user of the alert: handed to the
+        producer without waiting, never raising (:meth:`UserEvents.publish`)."""
+        if not item.users or self.user_events is None:
+            return
+        now = int(time.time() * 1000)
+        channel, label = dest.key[:MAX_CHANNEL] or "-", _label(reason)
+        for user in item.users:
+            event = UserEvent.of_delivery(user, item.alert.id, channel, outcome, label, now)
+            self.user_events.publish(event)
 
     def _resolve(self, partition: int, offset: int) -> None:
         pending = self._pending.get(partition)

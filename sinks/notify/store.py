@@ -49,12 +49,16 @@ class DeliveredStore:
         self.prune()
 
     def seen(self, alert_id: str, destination: str) -> bool:
+        return self.outcome(alert_id, destination) is not None
+
+    def outcome(self, alert_id: str, destination: str) -> str | None:
+        """The recorded outcome (``delivered``, ``dead_lettered``), or None: not finished yet."""
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM delivered WHERE alert_id = ? AND destination = ?",
+                "SELECT outcome FROM delivered WHERE alert_id = ? AND destination = ?",
                 (alert_id, destination),
             ).fetchone()
-        return row is not None
+        return None if row is None else str(row[0])
 
     def mark(self, alert_ids: Iterable[str], destination: str, outcome: str) -> None:
         now = int(time.time() * 1000)

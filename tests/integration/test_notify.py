@@ -17,10 +17,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from candlewax.codec import Alert, DeadLetter
+from candlewax.codec import Alert, DeadLetter, UserEvent
 from candlewax.kafka import TrackedProducer
 from candlewax.settings import Settings
-from candlewax.topics import ALERTS, DEADLETTER
+from candlewax.topics import ALERTS, DEADLETTER, USER_EVENTS
 from sinks.notify.config import NotifyConfig
 from sinks.notify.notifier import Notifier
 from sinks.notify.store import DeliveredStore
@@ -523,3 +523,128 @@ def test_a_bad_alert_or_a_failing_destination_stops_no_destination(
     errors = [d for d in letters if d.reason == "notify_error"]
     assert {d.source["destination"] for d in errors} == {"tg:7", "wecom"}
     assert all("a bug in a template" in d.detail for d in errors)
+
+
+# --------------------------------------------------------------------------- gateway users
+
+
+def user_events(settings: Settings) -> list[tuple[int, bytes | None, UserEvent]]:
+    """Every record of user_events as (partition, key, event), in partition/offset order."""
+    return [
+        (partition, key, UserEvent.decode(value))
+        for partition, _offset, key, value in read_topic(
+            settings.bootstrap_servers, settings.topic(USER_EVENTS)
+        )
+    ]
+
+
+def test_a_gateway_user_gets_its_alerts_and_their_outcomes_on_every_destination(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Routes send range alerts to a Telegram chat, a kicked Telegram chat and gateway user
+    desk-1, move alerts to gateway user ops-2: desk-1's stream holds each of its alerts once and
+    their outcome on each of the three destinations (delivered, dead_lettered http_403,
+    delivered); nothing about the alerts not routed to it."""
+    alerts = sample_alerts(12)
+    tg = TelegramServer(TOKEN, chat_rate=(20, 1.0), forbidden_chats=("-666",))
+    with tg:
+        cfg = config(
+            tmp_path,
+            {
+                "tg": {"type": "telegram", "token": TOKEN, "chat_ids": ["7"], "rate": "20/1s"},
+                "kicked": {"type": "telegram", "token": TOKEN, "chat_ids": ["-666"], "rate": "20/1s"},
+                "desk": {"type": "gateway", "user": "desk-1"},
+                "ops": {"type": "gateway", "user": "ops-2"},
+            },
+            routes=[
+                {"channels": ["tg"]},
+                {"channels": ["kicked", "desk"], "rules": ["range"]},
+                {"channels": ["ops"], "rules": ["move"]},
+            ],
+            telegram=tg.url,
+            max_delay_s=1000,
+        )  # fmt: skip
+        publish(settings, alerts)
+        ranges = {a.id: a for a in alerts if a.rule == "range"}
+        moves = {a.id: a for a in alerts if a.rule == "move"}
+        want_deliveries = 3 * len(ranges) + 2 * len(moves)
+        with running(settings, cfg) as notifier:
+            wait_for(lambda: len(tg.messages) == 12, 60, "every alert on Telegram")
+            wait_for(
+                lambda: committed(settings, "notify-test") == end_offsets(settings), 30, "commit"
+            )
+            events = notifier.user_events
+            assert events is not None
+            wait_for(lambda: events.published == want_deliveries, 30, "every outcome confirmed")
+    records = user_events(settings)
+    assert all(key == event.user.encode() for _, key, event in records)  # keyed by the user
+    mine = [e for _, _, e in records if e.user == "desk-1"]
+    theirs = [e for _, _, e in records if e.user == "ops-2"]
+    assert {e.user for _, _, e in records} == {"desk-1", "ops-2"}
+    # The alert events: each routed alert once, as it was on alerts.
+    assert sorted((e.alert_id, e.alert) for e in mine if e.type == "alert") == sorted(
+        ranges.items()
+    )
+    assert sorted(e.alert_id for e in theirs if e.type == "alert") == sorted(moves)
+    # The outcomes of desk-1's alerts on each of their destinations, and of nothing else.
+    outcomes = sorted(
+        (e.alert_id, e.channel, e.outcome, e.reason) for e in mine if e.type == "delivery"
+    )
+    assert outcomes == sorted(
+        (i, *o)
+        for i in ranges
+        for o in (("tg:7", "delivered", ""), ("kicked:-666", "dead_lettered", "http_403"), ("desk", "delivered", ""))
+    )  # fmt: skip
+    assert sorted((e.alert_id, e.channel, e.outcome) for e in theirs if e.type == "delivery") == (
+        sorted((i, c, "delivered") for i in moves for c in ("tg:7", "ops"))
+    )
+    # A user's records share a partition; an alert event comes before its gateway outcome.
+    assert len({p for p, _, e in records if e.user == "desk-1"}) == 1
+    for alert_id in ranges:
+        kinds = [(e.type, e.channel) for e in mine if e.alert_id == alert_id]
+        assert kinds.index(("alert", "")) < kinds.index(("delivery", "desk"))
+    assert all(e.ts_ms >= a.ts_ms for e in mine for a in ranges.values() if a.id == e.alert_id)
+
+
+def test_a_restart_never_publishes_an_alert_event_twice(settings: Settings, tmp_path: Path) -> None:
+    """Stopped midway, then restarted in the same group, then replayed by a new group: each
+    alert reaches desk-1's stream once; the replay's outcomes are duplicates, saying what the
+    store had."""
+    alerts = sample_alerts(24)
+    hook = WebhookServer()
+    with hook:
+        cfg = lambda group: config(  # noqa: E731
+            tmp_path,
+            {
+                "hook": {"type": "webhook", "url": hook.url, "rate": "1/0.05s"},
+                "desk": {"type": "gateway", "user": "desk-1", "rate": "1/0.05s"},
+            },
+            max_delay_s=1000,
+            group_id=group,
+        )
+        publish(settings, alerts)
+        with running(settings, cfg("g1")) as first:
+            wait_for(lambda: first.stats["delivered"] >= 10, 60, "some deliveries")
+        assert first.stats["delivered"] < 48
+        with running(settings, cfg("g1")):
+            wait_for(lambda: len(hook.alert_ids()) == 24, 60, "the rest")
+            wait_for(lambda: committed(settings, "g1") == end_offsets(settings), 30, "commit")
+        with running(settings, cfg("g2")) as again:
+            wait_for(lambda: committed(settings, "g2") == end_offsets(settings), 30, "commit")
+            assert again.stats["duplicate"] == 48
+            replayed = again.user_events
+            assert replayed is not None
+            wait_for(lambda: replayed.published == 48, 30, "the replay's outcomes")
+    events = [e for _, _, e in user_events(settings)]
+    sent = [e.alert_id for e in events if e.type == "alert"]
+    assert len(sent) == len(set(sent)) == 24
+    assert sorted(sent) == sorted(a.id for a in alerts)
+    # The replay's duplicates, for every alert on both destinations (and those of the restart
+    # in g1, for the alerts delivered after the last commit of the first run).
+    duplicates = collections.Counter(
+        (e.alert_id, e.channel, e.reason) for e in events if e.outcome == "duplicate"
+    )
+    assert set(duplicates) == {(a.id, c, "delivered") for a in alerts for c in ("hook", "desk")}
+    assert set(duplicates.values()) <= {1, 2}
+    finished = {(e.alert_id, e.channel) for e in events if e.outcome == "delivered"}
+    assert finished == {(a.id, c) for a in alerts for c in ("hook", "desk")}

@@ -7,18 +7,23 @@ import collections
 import dataclasses
 import random
 import re
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candlewax.codec import Alert
+from candlewax import metrics
+from candlewax.codec import Alert, UserEvent
 from candlewax.errors import ConfigError
+from candlewax.kafka import Connection
 from candlewax.logs import SECRETS
 from candlewax.settings import Settings
 from sinks.notify import text
 from sinks.notify.config import NotifyConfig
+from sinks.notify.gateway import GatewayUser, UserEvents
+from sinks.notify.notifier import Notifier
 from sinks.notify.ratelimit import Rate, RateLimiter
 from tests.platforms import parse_html, parse_markdownv2, sample_alerts, utf16_len
 
@@ -307,6 +312,16 @@ def test_secret_files(tmp_path: Path) -> None:
             },
             "notify.routes.0.min_severity.*'warning' or 'critical' .got 'info'",
         ),
+        (
+            {"channels": {"x": {"type": "gateway", "user": "desk 1"}}},
+            r"notify.channels.x.gateway.user.*not a gateway user id",
+        ),
+        ({"channels": {"x": {"type": "gateway", "user": "d" * 65}}}, "not a gateway user id"),
+        ({"channels": {"x": {"type": "gateway"}}}, "notify.channels.x.gateway.user.*required"),
+        (
+            {"channels": {"x": {"type": "gateway", "user": "a", "chat_ids": ["1"]}}},
+            "unknown setting 'notify.channels.x.gateway.chat_ids'",
+        ),
         ({"max_delay_s": 0}, "notify.max_delay_s.*greater than 0"),
         ({"start": "now"}, "notify.start.*'latest' or 'earliest' .got 'now'"),
     ],
@@ -355,3 +370,84 @@ def test_settings_take_notify_from_toml_and_env_and_never_print_secrets(tmp_path
     assert s.notify.max_delay_s == 3 and s.notify.channels is None
     with pytest.raises(ConfigError, match="notify"):
         Settings.load(env={"CANDLEWAX_NOTIFY": "[1]"})
+
+
+# --------------------------------------------------------------------------- gateway users
+
+
+def test_gateway_channels_are_routed_like_any_other_and_share_one_producer(
+    tmp_path: Path,
+) -> None:
+    cfg = parse(
+        {
+            "channels": {
+                "desk": {"type": "gateway", "user": "desk-1"},
+                "ops": {"type": "gateway", "user": "ops.team_2", "rate": "5/1s"},
+                "log": {"type": "console"},
+            },
+            "routes": [
+                {"channels": ["log"]},
+                {"channels": ["desk"], "rules": ["range"]},
+                {"channels": ["ops"], "min_severity": "critical"},
+            ],
+            "state_file": str(tmp_path / "n.sqlite3"),
+        },
+    )
+    desk, ops, _log = cfg.destinations
+    assert isinstance(desk, GatewayUser) and isinstance(ops, GatewayUser)
+    assert (desk.key, desk.user, ops.user) == ("desk", "desk-1", "ops.team_2")
+    # The notifier that runs them connects them to one user_events producer, of its Kafka.
+    notifier = Notifier(Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="q.", data_dir=tmp_path), cfg)  # fmt: skip
+    try:
+        assert notifier.user_events is not None and notifier.user_events.topic == "q.user_events"
+        assert desk.events is ops.events is notifier.user_events
+    finally:
+        notifier.store.close()
+    assert [str(r) for r in desk.limiter.rates] == ["50/1s"]
+    assert [str(r) for r in ops.limiter.rates] == ["5/1s"]
+    names = lambda a: [d.channel for d in cfg.route(a)]  # noqa: E731
+    assert names(alert(rule="range", severity="warning")) == ["desk", "log"]
+    assert names(alert(rule="move", severity="critical")) == ["ops", "log"]
+    assert "gateway desk" in cfg.describe()[0]
+    # Without a gateway channel, no user_events producer exists at all.
+    plain = parse({"channels": {"log": {"type": "console"}}})
+    assert not any(isinstance(d, GatewayUser) for d in plain.destinations)
+
+
+def test_a_gateway_batch_is_every_alert_as_its_own_event() -> None:
+    alerts = sample_alerts(1200)
+    dest = GatewayUser("desk", "desk-1", RateLimiter([]))
+    payloads = dest.payloads(alerts)
+    assert [len(p.body["alerts"]) for p in payloads] == [500, 500, 200]
+    assert [a for p in payloads for a in p.body["alerts"]] == alerts
+
+
+def test_outcomes_never_wait_for_an_unreachable_broker_and_failures_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No broker at all: publish returns at once, every lost record is counted, one warning is
+    logged for the change to failing (not one per record); a send of alert events answers
+    with the failure (a retry for the notifier) once Kafka gives up, within its timeout."""
+    events = UserEvents(Connection("127.0.0.1:1", {"message.timeout.ms": "300"}), "user_events", 0.1)  # fmt: skip
+    errors = metrics.NOTIFY_USER_EVENTS.labels("delivery", "error")
+    before = errors._value.get()
+    event = UserEvent.of_delivery("desk-1", "5fddbb49fd7eb91198225183", "tg:7", "delivered", "", 1723161351000)  # fmt: skip
+    try:
+        start = time.monotonic()
+        for _ in range(20):
+            events.publish(event)
+        assert time.monotonic() - start < 0.5
+        deadline = time.monotonic() + 10
+        while events.failed < 20 and time.monotonic() < deadline:
+            events.poll()
+            time.sleep(0.02)
+        assert events.failed == 20 and events.published == 0
+        assert errors._value.get() - before == 20
+        warnings = [r for r in caplog.records if "delivery outcomes to user_events are failing" in r.getMessage()]  # fmt: skip
+        assert len(warnings) == 1
+        start = time.monotonic()
+        problem = events.send([UserEvent.of_alert("desk-1", sample_alerts(1)[0], 1723161351000)])
+        assert problem is not None and "not delivered" in problem
+        assert time.monotonic() - start < 5
+    finally:
+        events.close(1.0)
