@@ -1,8 +1,8 @@
-"""The gateway's Kafka reader: one consumer thread on ``trades``, ``bars`` and ``alerts``, no
+"""The gateway's Kafka reader: one consumer thread on ``trades``, ``bars``, ``alerts`` and ``user_events``, no
 consumer group (each replica reads everything; nothing is committed), batches handed to the
 event loop.
 
-Where it starts: ``trades`` at the end (live only); ``bars`` and ``alerts`` a bounded number of
+Where it starts: ``trades`` and ``user_events`` at the end (live only); ``bars`` and ``alerts`` a bounded number of
 messages before the end (``gateway.backfill_messages`` per partition), which covers the bars the
 flow has sent but not yet written to Parquet, and fills the alert history of ``/api/v1/alerts``.
 Every record goes through the codec; one that does not decode is counted and skipped (the flow
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from candlewax import metrics
-from candlewax.codec import Alert, Bar, ParseError, Trade, decode_message
+from candlewax.codec import Alert, Bar, ParseError, Trade, UserEvent, decode_message
 from candlewax.kafka import consumer_config
 from candlewax.settings import Settings
-from candlewax.topics import ALERTS, BARS, TRADES
+from candlewax.topics import ALERTS, BARS, TRADES, USER_EVENTS
 
 log = logging.getLogger(__name__)
 _POLL_S = 0.02
@@ -36,9 +36,10 @@ class Batch:
     trades: list[tuple[Trade, int]] = field(default_factory=list)
     bars: list[tuple[Bar, int]] = field(default_factory=list)
     alerts: list[tuple[Alert, int]] = field(default_factory=list)
+    users: list[tuple[UserEvent, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.trades or self.bars or self.alerts)
+        return bool(self.trades or self.bars or self.alerts or self.users)
 
 
 def decode_batch(messages: list[tuple[str, bytes | None, int]], names: dict[str, str]) -> Batch:
@@ -60,11 +61,14 @@ def decode_batch(messages: list[tuple[str, bytes | None, int]], names: dict[str,
                 batch.bars.append((Bar.decode(value), ts))
             elif role == ALERTS:
                 batch.alerts.append((Alert.decode(value), ts))
+            elif role == USER_EVENTS:
+                batch.users.append((UserEvent.decode(value), ts))
         except ParseError:
             metrics.GATEWAY_RECORDS.labels(role or "other", "rejected").inc()
     metrics.GATEWAY_RECORDS.labels(TRADES, "ok").inc(len(batch.trades))
     metrics.GATEWAY_RECORDS.labels(BARS, "ok").inc(len(batch.bars))
     metrics.GATEWAY_RECORDS.labels(ALERTS, "ok").inc(len(batch.alerts))
+    metrics.GATEWAY_RECORDS.labels(USER_EVENTS, "ok").inc(len(batch.users))
     return batch
 
 
@@ -78,7 +82,7 @@ class Feed:
         self.ready = threading.Event()
         #: The reader's fatal error, if it ended with one (``/healthz`` reports it).
         self.error: str | None = None
-        self.names = {settings.topic(t): t for t in (TRADES, BARS, ALERTS)}
+        self.names = {settings.topic(t): t for t in (TRADES, BARS, ALERTS, USER_EVENTS)}
         self.thread = threading.Thread(target=self._run, name="gateway-feed", daemon=True)
 
     def start(self) -> None:
@@ -99,7 +103,9 @@ class Feed:
                 low, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=10
                 )
-                start = high if role == TRADES else max(low, high - backfill)
+                # Live only for trades and private events (a user gets what comes after login).
+                live = role in (TRADES, USER_EVENTS)
+                start = high if live else max(low, high - backfill)
                 assignment.append(TopicPartition(topic, partition, start))
         consumer.assign(assignment)
 

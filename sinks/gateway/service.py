@@ -87,6 +87,8 @@ class Gateway:
                     self.hub.publish(channel, "trade", wire.dumps(wire.trade(trade, now)), ts)
         for alert, ts in batch.alerts:
             self._alert(alert, ts, now)
+        for event, ts in batch.users:
+            self.hub.send_user(event.user, wire.dumps(wire.user_event(event, now)), ts)
 
     def _bar(self, bar: Bar, ts: int, now: int) -> None:
         key = (bar.venue, bar.symbol, bar.interval)

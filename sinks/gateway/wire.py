@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from candlewax.codec import Alert, Bar, Trade
+from candlewax.codec import Alert, Bar, Trade, UserEvent
 from candlewax.codec.rules import format_scaled
 from sinks.gateway.market import Summary
 
@@ -115,6 +115,19 @@ def ticker(s: Summary, venue: str, symbol: str, now_ms: int) -> dict[str, Any]:
 
 def alert(a: Alert, now_ms: int) -> dict[str, Any]:
     return {"e": "alert", "E": now_ms, **asdict(a)}
+
+
+def user_event(u: UserEvent, now_ms: int) -> dict[str, Any]:
+    """A private ``user`` stream message: an alert routed to the user (as on ``@alert``), or the
+    delivery outcome of one of the user's alerts on one destination::
+
+        {"e":"delivery","E":1723161600300,"alert_id":"5fddbb49fd7eb91198225183",
+         "channel":"desk-telegram","outcome":"delivered","reason":"","ts_ms":1723161600290}
+    """
+    if u.alert is not None:
+        return alert(u.alert, now_ms)
+    return {"e": "delivery", "E": now_ms, "alert_id": u.alert_id, "channel": u.channel,
+            "outcome": u.outcome, "reason": u.reason, "ts_ms": u.ts_ms}  # fmt: skip
 
 
 def kline_row(bar: dict[str, Any]) -> list[Any]:

@@ -29,7 +29,7 @@ def test_topics_ensure_is_idempotent(settings: Settings) -> None:
     assert set(ensure_topics(settings).values()) == {"exists"}
     meta = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(timeout=10)
     parts = {name: len(meta.topics[settings.topic(name)].partitions) for name in ALL}
-    assert parts == {"trades": 2, "bars": 2, "alerts": 2, "deadletter": 1}
+    assert parts == {"trades": 2, "bars": 2, "alerts": 2, "deadletter": 1, "user_events": 2}
 
 
 def test_port_taken_is_a_clear_error(broker: EmbeddedBroker) -> None:

@@ -274,3 +274,65 @@ def test_klines_equal_the_exchange_s_own_for_fully_captured_minutes(settings: Se
             assert got[0] == want[0] and got[6] == want[6] and got[11] == "0"
             for i in (1, 2, 3, 4, 5, 7, 9, 10):
                 assert Decimal(got[i]) == Decimal(want[i]), (symbol, i, got, want)
+
+
+def test_the_private_user_stream_reaches_only_its_user(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Records of user_events (what the notifier's gateway destinations write) reach the
+    connections logged in as their user, and no one else; a wrong signature gets nothing."""
+    import time as _time
+
+    from candlewax.codec import UserEvent
+    from candlewax.kafka import TrackedProducer
+    from sinks.gateway.auth import key_hash, sign
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'desk-1 = "{key_hash("one")}"\ndesk-2 = "{key_hash("two")}"\n')
+    alert = Alert.decode(orjson.dumps({
+        "v": 1, "id": "5fddbb49fd7eb91198225183", "rule": "range", "venue": "binance",
+        "symbol": "BTCUSDT", "interval": "1m", "window_start_ms": 1723161480000,
+        "ts_ms": 1723161534124, "value": "0.00201078", "threshold": "0.002",
+        "price": "61707.30000000", "severity": "warning", "text": "BTCUSDT 1m range",
+    }))  # fmt: skip
+    with running_gateway(settings, keys_file=keys) as base:
+        ws = base.replace("http", "ws")
+        clients = {}
+        for user, secret in (("desk-1", "one"), ("desk-2", "two"), ("desk-2", "wrong")):
+            c = Reader(f"{ws}/stream?streams=!alert")
+            now = int(_time.time() * 1000)
+            login = {"apiKey": user, "timestamp": now, "signature": sign(user, secret, now)}
+            c.send({"method": "LOGIN", "params": login, "id": 1})
+            ok = "result" in c.reply(1)
+            c.send({"method": "SUBSCRIBE", "params": ["user"], "id": 2})
+            assert ("result" in c.reply(2)) == ok == (secret != "wrong")
+            clients[(user, secret)] = c
+        producer = TrackedProducer(settings.connection)
+        ts = alert.ts_ms + 100
+        events = [
+            UserEvent.of_alert("desk-1", alert, ts),
+            UserEvent.of_delivery("desk-1", alert.id, "desk-telegram", "delivered", "", ts),
+            UserEvent.of_delivery("desk-2", alert.id, "ops-wecom", "dead_lettered", "x_1", ts),
+        ]
+        for event in events:
+            producer.send(settings.topic("user_events"), event.encode(), event.user.encode())
+        producer.flush()
+
+        def private(c: Reader) -> list[dict]:
+            return [m["data"] for m in c.messages if m.get("stream") == "user"]
+
+        one, two, wrong = clients.values()
+        one.wait(lambda _: len(private(one)) >= 2)
+        two.wait(lambda _: private(two))
+        assert [m["e"] for m in private(one)] == ["alert", "delivery"]
+        assert private(one)[0]["id"] == alert.id and private(one)[1]["outcome"] == "delivered"
+        (got,) = private(two)
+        assert (got["e"], got["channel"], got["outcome"]) == ("delivery", "ops-wecom", "dead_lettered")  # fmt: skip
+        # The refused login: a public message published after the private ones arrives, and
+        # nothing private came before it.
+        producer.send(settings.topic("alerts"), alert.encode(), b"binance:BTCUSDT")
+        producer.flush()
+        wrong.wait(lambda ms: any(m.get("stream") == "!alert" for m in ms))
+        assert private(wrong) == []
+        one.wait(lambda ms: any(m.get("stream") == "!alert" for m in ms))
+        assert len(private(one)) == 2  # desk-2's outcome never reached desk-1
+        for c in clients.values():
+            c.close()

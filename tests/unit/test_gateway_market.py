@@ -43,7 +43,9 @@ def _trades(raw: list[tuple[int, int, int, str | None]]) -> list[Trade]:
 
 def _bar(ref: dict) -> Bar:
     return Bar(
-        **{k: (format(v, "f") if k in DECIMALS else v) for k, v in ref.items()}, complete=True, gaps=0
+        **{k: (format(v, "f") if k in DECIMALS else v) for k, v in ref.items()},
+        complete=True,
+        gaps=0,
     )
 
 
