@@ -35,11 +35,6 @@ def _day_files(root: DataPath, interval: str, day_ms: int) -> list[tuple[int, in
     return out
 
 
-def _days(start_ms: int, end_ms: int) -> list[int]:
-    first = start_ms - start_ms % DAY_MS
-    return list(range(end_ms - end_ms % DAY_MS, first - 1, -DAY_MS))
-
-
 def _dates(root: DataPath, interval: str) -> list[int]:
     """The days that have a folder of ``interval`` bars, newest first."""
     folder = root / "bars" / f"interval={interval}"
@@ -114,8 +109,11 @@ def _read(files: list[tuple[int, int, Any]], venue: str, symbol: str) -> pl.Data
             .with_columns(_partition=pl.lit(partition))
         )
     frame = pl.concat(frames, how="diagonal_relaxed").collect()
-    if not frame.height:
-        return frame
+    return wire_text(frame) if frame.height else frame
+
+
+def wire_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Bars read from Parquet with their DECIMAL columns as the wire's exact strings."""
     decimals = [n for n, t in frame.schema.items() if isinstance(t, pl.Decimal)]
     return frame.with_columns([_text(pl.col(n)) for n in decimals])
 
@@ -127,7 +125,3 @@ def _text(col: pl.Expr) -> pl.Expr:
     return text.str.replace(r"^(-?[0-9]+\.[0-9]{8}[0-9]*?)0*$", "${1}").alias(
         col.meta.output_name()
     )
-
-
-def now_ms() -> int:
-    return int(dt.datetime.now(dt.UTC).timestamp() * 1000)

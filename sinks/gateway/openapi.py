@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from candlewax.codec.records import ALERT_FIELDS
 from candlewax.codec.rules import SYMBOL_PATTERN, VENUE_PATTERN
 from candlewax.settings.gateway import GatewaySettings
 
@@ -53,21 +54,7 @@ def document(config: GatewaySettings, intervals: tuple[str, ...]) -> dict[str, A
     }
     alert = {
         "type": "object",
-        "required": [
-            "id",
-            "rule",
-            "venue",
-            "symbol",
-            "interval",
-            "window_start_ms",
-            "ts_ms",
-            "value",
-            "threshold",
-            "price",
-            "severity",
-            "text",
-            "v",
-        ],
+        "required": list(ALERT_FIELDS),
         "properties": {
             "id": {"type": "string"},
             "rule": {"type": "string"},

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
 from typing import Any
-
-import polars as pl
 
 from candlewax.codec import Alert, Bar
 from candlewax.settings import Settings
@@ -61,9 +58,7 @@ class Gateway:
             return 0
         newest = max(f[0] for f in files)
         files = [f for f in files if f[0] > newest - DAY * MINUTE]
-        frame = history.scan_parquet([f[2] for f in files]).collect()
-        decimals = [n for n, t in frame.schema.items() if isinstance(t, pl.Decimal)]
-        frame = frame.with_columns([history._text(pl.col(n)) for n in decimals])
+        frame = history.wire_text(history.scan_parquet([f[2] for f in files]).collect())
         bars = [Bar.from_dict(_with_flags(row)) for row in frame.to_dicts()]
         self.market.add_bars(bars)
         for bar in bars:
@@ -227,7 +222,3 @@ def _with_flags(row: dict[str, Any]) -> dict[str, Any]:
     row.setdefault("gaps", 0)
     row.setdefault("v", 1)
     return row
-
-
-def bars_of(rows: Iterable[dict[str, Any]]) -> list[Bar]:
-    return [Bar.from_dict(_with_flags(dict(r))) for r in rows]
